@@ -1,0 +1,31 @@
+"""nnbook: the helper package of *Optimizing Neural Network Architectures*.
+
+The chapters import this package for everything they reuse: data loading
+(:mod:`nnbook.data`), the training loop (:mod:`nnbook.train`), measurement of
+size and speed (:mod:`nnbook.measure`), plotting (:mod:`nnbook.plot`), the
+book's reference models (:mod:`nnbook.models`) and an atomic on-disk cache
+(:mod:`nnbook.cache`).  Topic modules (pruning, quantization, fusion, ...) are
+added by the chapters that teach them.
+
+The version below is stamped into every chapter's setup cell
+(``tools/stamp_setup.py``) so that a notebook warns when it is run with a
+different ``nnbook`` than the one it was executed with.
+"""
+__version__ = "0.1.0"
+
+from .utils import check_version, device, seed_everything, show_source  # noqa: E402
+from . import cache, data, measure, models, plot, train  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "cache",
+    "check_version",
+    "data",
+    "device",
+    "measure",
+    "models",
+    "plot",
+    "seed_everything",
+    "show_source",
+    "train",
+]

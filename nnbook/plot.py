@@ -1,0 +1,143 @@
+"""One consistent matplotlib style, and the two figures every chapter draws.
+
+* :func:`learning_curves` — loss and accuracy per epoch for one or more runs;
+* :func:`cost_accuracy` — accuracy against a cost (parameters, FLOPs, bytes, ms),
+  optionally with the Pareto front drawn.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+
+BOOK_STYLE = {
+    "figure.figsize": (6.4, 3.6),
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "font.size": 10,
+    "lines.linewidth": 1.8,
+    "image.cmap": "viridis",
+    "axes.prop_cycle": plt.cycler(color=["#1b6ca8", "#e07a1f", "#3a9a50", "#c23b3b", "#7a5aa6",
+                                         "#8c6d31", "#d45fa7", "#6b6b6b", "#17becf", "#bcbd22"]),
+}
+
+
+def use_style() -> None:
+    """Apply the book's matplotlib style (called by every chapter's setup)."""
+    plt.rcParams.update(BOOK_STYLE)
+
+
+def learning_curves(histories, metrics: Sequence[str] = ("loss", "acc"), title: str | None = None):
+    """Plot training (solid) and validation (dashed) curves per epoch.
+
+    Args:
+        histories: one :class:`nnbook.train.History` or a mapping ``{label: History}``.
+        metrics: which of ``"loss"`` and ``"acc"`` to draw, one panel each.
+        title: figure title.
+
+    Returns:
+        ``(fig, axes)``.
+
+    Raises:
+        ValueError: an unknown metric name, or no history given.
+    """
+    from .train import History
+
+    if isinstance(histories, History):
+        histories = {"model": histories}
+    if not isinstance(histories, Mapping) or not histories:
+        raise ValueError("learning_curves: expected a History or a non-empty {label: History} mapping")
+    bad = [m for m in metrics if m not in ("loss", "acc")]
+    if bad:
+        raise ValueError(f"learning_curves: metrics must be 'loss' and/or 'acc', got {bad}")
+    use_style()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    axes = axes[0]
+    for ax, m in zip(axes, metrics):
+        for i, (label, h) in enumerate(histories.items()):
+            color = f"C{i % 10}"
+            ep = range(1, h.epochs + 1)
+            ax.plot(ep, getattr(h, f"train_{m}"), color=color, label=f"{label} (train)")
+            if getattr(h, f"val_{m}"):
+                ax.plot(ep, getattr(h, f"val_{m}"), color=color, ls="--", label=f"{label} (validation)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cross-entropy loss" if m == "loss" else "accuracy (fraction)")
+        ax.set_title("Loss" if m == "loss" else "Accuracy")
+    axes[-1].legend(loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig, axes
+
+
+def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:
+    """Indices of the points not dominated by another (lower cost *and* higher score).
+
+    Returns:
+        Indices sorted by increasing cost.
+
+    Raises:
+        ValueError: the two sequences differ in length.
+    """
+    if len(costs) != len(scores):
+        raise ValueError(f"pareto_front: {len(costs)} costs but {len(scores)} scores")
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], -scores[i]))
+    front, best = [], float("-inf")
+    for i in order:
+        if scores[i] > best:
+            front.append(i)
+            best = scores[i]
+    return front
+
+
+def cost_accuracy(costs: Sequence[float], accs: Sequence[float], labels: Sequence[str] | None = None, *,
+                  xlabel: str = "cost", ylabel: str = "test accuracy (fraction)", logx: bool = True,
+                  front: bool = False, title: str | None = None, ax=None):
+    """Scatter accuracy against a cost, one labelled point per model.
+
+    Args:
+        costs: e.g. parameters, FLOPs, bytes or milliseconds (say which in ``xlabel``).
+        accs: accuracies in ``[0, 1]``.
+        labels: a text label per point.
+        logx: logarithmic x axis (costs often span orders of magnitude).
+        front: also draw the Pareto front (see :func:`pareto_front`).
+        ax: draw into this axes instead of a new figure.
+
+    Returns:
+        ``(fig, ax)``.
+
+    Raises:
+        ValueError: the sequences differ in length.
+    """
+    if len(costs) != len(accs) or (labels is not None and len(labels) != len(costs)):
+        raise ValueError("cost_accuracy: costs, accs and labels must have the same length")
+    use_style()
+    if ax is None:
+        fig, ax = plt.subplots()
+    else:
+        fig = ax.figure
+    ax.scatter(costs, accs, s=36, zorder=3)
+    if labels is not None:
+        for c, a, t in zip(costs, accs, labels):
+            ax.annotate(t, (c, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if front:
+        idx = pareto_front(costs, accs)
+        ax.step([costs[i] for i in idx], [accs[i] for i in idx], where="post", color="C1", lw=1.2,
+                label="Pareto front", zorder=2)
+        ax.legend(loc="lower right")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig, ax

@@ -1,0 +1,140 @@
+"""Small utilities every chapter needs: device choice, seeding, version check, showing source."""
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import warnings
+
+import numpy as np
+import torch
+
+_KNOWN_DEVICES = ("cpu", "cuda", "mps")
+
+
+def device(name: str | None = None) -> torch.device:
+    """Return the device the book's code should run on.
+
+    Order of preference: the ``name`` argument, then the ``NNBOOK_DEVICE``
+    environment variable, then CUDA if available, then Apple's MPS, then the CPU.
+
+    Args:
+        name: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; ``None`` chooses automatically.
+
+    Returns:
+        A :class:`torch.device`.
+
+    Raises:
+        TypeError: ``name`` is not a string or ``None``.
+        ValueError: the name is not one of the known device types, or names a
+            device that this machine does not have.
+    """
+    if name is None:
+        name = os.environ.get("NNBOOK_DEVICE") or None
+    if name is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if not isinstance(name, str):
+        raise TypeError(f"device name must be a str or None, got {type(name).__name__}")
+    kind = name.split(":")[0].strip().lower()
+    if kind not in _KNOWN_DEVICES:
+        raise ValueError(f"unknown device {name!r}: expected one of {', '.join(_KNOWN_DEVICES)} (optionally 'cuda:N')")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but CUDA is not available on this machine")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} was asked for, but Apple MPS is not available on this machine")
+    return torch.device(name.strip().lower())
+
+
+def seed_everything(seed: int = 0) -> int:
+    """Seed Python's ``random``, NumPy and PyTorch (CPU and every GPU).
+
+    The environment variable ``NNBOOK_SEED``, when set, overrides ``seed``: this is
+    how the book checks that every notebook's assertions hold for other seeds
+    (``NNBOOK_SEED=3 pytest --nbval chapters``) without editing the notebooks.
+
+    Args:
+        seed: a non-negative integer.
+
+    Returns:
+        The seed actually used (``int``), so a notebook can pass it on.
+
+    Raises:
+        TypeError: ``seed`` is not an ``int``.
+        ValueError: ``seed`` is negative, or ``NNBOOK_SEED`` is not a non-negative integer.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    env = os.environ.get("NNBOOK_SEED")
+    if env is not None and env.strip():
+        if not env.strip().isdigit():
+            raise ValueError(f"NNBOOK_SEED must be a non-negative integer, got {env!r}")
+        seed = int(env)
+    seed = int(seed)
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return seed
+
+
+def check_version(executed_with: str) -> bool:
+    """Warn when the installed nnbook differs from the version a notebook was executed with.
+
+    Every chapter's setup cell calls this with the version stamped in by
+    ``tools/stamp_setup.py``.
+
+    Args:
+        executed_with: the version string stored in the notebook, such as ``"0.1.0"``.
+
+    Returns:
+        ``True`` when the versions agree, ``False`` (after a :class:`UserWarning`) when not.
+
+    Raises:
+        TypeError: ``executed_with`` is not a string.
+    """
+    from . import __version__
+
+    if not isinstance(executed_with, str):
+        raise TypeError(f"executed_with must be a version string, got {type(executed_with).__name__}")
+    if executed_with != __version__:
+        warnings.warn(
+            f"this notebook was executed with nnbook {executed_with}, but nnbook {__version__} is installed; "
+            "results and stored outputs may differ (see CONTRIBUTING.md to re-execute it)",
+            UserWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def show_source(obj) -> None:
+    """Display the source code of a function or class, highlighted when running in Jupyter.
+
+    Chapters use this to show the ``nnbook`` code they teach instead of pasting a copy.
+
+    Args:
+        obj: a function, method, class or module.
+
+    Raises:
+        TypeError: the object has no Python source (a builtin, an instance, ...).
+    """
+    try:
+        src = inspect.getsource(obj)
+    except (TypeError, OSError) as exc:
+        raise TypeError(f"show_source expects a Python function, class or module, got {obj!r}: {exc}") from None
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(f"```python\n{src}```"))
+            return
+    except ImportError:  # pragma: no cover - IPython is always there in a notebook
+        pass
+    print(src)
