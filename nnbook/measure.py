@@ -201,3 +201,34 @@ def latency(fn_or_model, example_input, warmup: int = 10, repeats: int = 50, dev
         fn_or_model.train(was_training)
     q = statistics.quantiles(times, n=10)
     return Latency(statistics.median(times), q[0], q[-1], repeats)
+
+
+def latency_ratio(model_a, model_b, example_input, rounds: int = 15, repeats: int = 5, warmup: int = 2):
+    """Latency of ``model_a`` divided by that of ``model_b``, timed in many short alternating rounds.
+
+    On a shared machine the load changes while we measure, in bursts that can double
+    the time of every call for tens of milliseconds.  Timing the two models in short
+    turns (a, b, a, b, ...) with :func:`nnbook.measure.latency` exposes both to the same
+    conditions.  Each round gives a ratio of the two medians; the result is the median
+    of the rounds' ratios, which bursts during a minority of the rounds cannot move.
+
+    Args:
+        model_a, model_b: models or callables taking ``example_input``.
+        example_input: a tensor or tuple of tensors (on the device to time).
+        rounds: alternating rounds, ``>= 1``.
+        repeats, warmup: per call of :func:`nnbook.measure.latency`.
+
+    Returns:
+        ``(ratio, median_ms_a, median_ms_b)``, the latter two the medians over the rounds, in ms.
+
+    Raises:
+        ValueError: ``rounds < 1``; TypeError: a model is not callable.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"latency_ratio: rounds must be an int >= 1, got {rounds!r}")
+    a_ms, b_ms = [], []
+    for _ in range(rounds):
+        a_ms.append(latency(model_a, example_input, warmup=warmup, repeats=repeats).median_ms)
+        b_ms.append(latency(model_b, example_input, warmup=warmup, repeats=repeats).median_ms)
+    ratio = statistics.median(a / b for a, b in zip(a_ms, b_ms))
+    return ratio, statistics.median(a_ms), statistics.median(b_ms)

@@ -289,3 +289,10 @@ def test_pretrained_is_cached_and_unknown_name_rejected(monkeypatch):
     assert 0.0 <= info["test_acc"] <= 1.0 and info["history"].epochs == 2
     with pytest.raises(ValueError, match="unknown baseline"):
         models.pretrained("resnet50")
+
+
+def test_latency_ratio_shape_and_validation():
+    ratio, a_ms, b_ms = measure.latency_ratio(nn.Linear(8, 8), nn.Linear(8, 8), torch.zeros(1, 8), rounds=3, repeats=3)
+    assert ratio > 0 and a_ms > 0 and b_ms > 0  # values are machine-dependent: only their form is tested
+    with pytest.raises(ValueError, match="rounds"):
+        measure.latency_ratio(nn.Linear(8, 8), nn.Linear(8, 8), torch.zeros(1, 8), rounds=0)

@@ -44,6 +44,7 @@ def execute(path: Path, timeout: int = 600, write: bool = True) -> float:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".ipynb.tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         nbformat.write(nb, fh)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a notebook is an ordinary readable file
     os.replace(tmp, path)
     return seconds
 
