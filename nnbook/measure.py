@@ -86,6 +86,11 @@ def flops(model: nn.Module, example_input, ) -> int:
     attention); element-wise activations and normalizations are not, which is the
     usual convention and changes little for these models.
 
+    Operations with no formula are silently counted as 0. Notably, on the CPU the fused
+    kernels of ``nn.LSTM``/``nn.GRU``/``nn.RNN`` and the inference fast path of
+    ``nn.TransformerEncoderLayer`` are not counted; count such layers from their
+    equations, or write them out (chapter 2 does both).
+
     Args:
         model: the model; run in eval mode without gradients.
         example_input: a tensor (or tuple of tensors) of batch size 1 gives FLOPs per sample.

@@ -95,8 +95,9 @@ def pretrained(name: str, seed: int = 0, progress: bool = False):
     * ``"digits_mlp"`` — the LeNet-300-100 layout of Han et al. (2015) on 64 inputs,
       ``mlp(64, (300, 100))``, 40 epochs.
 
-    Training always runs on the CPU so the cached weights are identical whatever
-    device a reader has; the model is returned on the CPU, in eval mode.
+    Training always runs on the CPU, in one thread, so the cached weights are the same
+    whatever device a reader has and whichever chapter trains them first; the model
+    is returned on the CPU, in eval mode.
 
     Args:
         name: one of :func:`recipes`.
@@ -118,7 +119,7 @@ def pretrained(name: str, seed: int = 0, progress: bool = False):
     if name not in _RECIPES:
         raise ValueError(f"pretrained: unknown baseline {name!r}; expected one of {recipes()}")
     recipe = _RECIPES[name]
-    config = {"name": name, "seed": int(seed), "version": 1,
+    config = {"name": name, "seed": int(seed), "version": 2,
               **{k: v for k, v in recipe.items() if k != "make"}}
 
     def build():
@@ -133,9 +134,13 @@ def pretrained(name: str, seed: int = 0, progress: bool = False):
         _, acc = evaluate(model, test)
         return {"state_dict": model.state_dict(), "history": hist.as_dict(), "test_acc": acc}
 
-    rng_state = torch.get_rng_state()
-    entry = cached(f"pretrained-{name}", config, build)
-    torch.set_rng_state(rng_state)  # using the cache must not change the notebook's random stream
+    rng_state, threads = torch.get_rng_state(), torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: bit-identical weights whichever chapter trains the baseline first
+    try:
+        entry = cached(f"pretrained-{name}", config, build)
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng_state)  # using the cache must not change the notebook's random stream
     model = recipe["make"]()
     model.load_state_dict(entry["state_dict"])
     model.eval()
