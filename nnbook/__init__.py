@@ -4,8 +4,9 @@ The chapters import this package for everything they reuse: data loading
 (:mod:`nnbook.data`), the training loop (:mod:`nnbook.train`), measurement of
 size and speed (:mod:`nnbook.measure`), plotting (:mod:`nnbook.plot`), the
 book's reference models (:mod:`nnbook.models`) and an atomic on-disk cache
-(:mod:`nnbook.cache`).  Topic modules (pruning, quantization, fusion, ...) are
-added by the chapters that teach them.
+(:mod:`nnbook.cache`).  The techniques the book teaches have a module each:
+:mod:`nnbook.prune` (chapter 4), :mod:`nnbook.quantize` (chapter 5) and
+:mod:`nnbook.multimodal` (chapter 8).
 
 The version below is stamped into every chapter's setup cell
 (``tools/stamp_setup.py``) so that a notebook warns when it is run with a
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 from .utils import check_version, device, seed_everything, show_source  # noqa: E402
 from . import cache, data, measure, models, plot, train  # noqa: E402
+from . import multimodal, prune, quantize  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -24,7 +26,10 @@ __all__ = [
     "device",
     "measure",
     "models",
+    "multimodal",
     "plot",
+    "prune",
+    "quantize",
     "seed_everything",
     "show_source",
     "train",

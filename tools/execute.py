@@ -31,9 +31,8 @@ import stamp_setup  # noqa: E402
 
 
 def execute(path: Path, timeout: int = 600, write: bool = True) -> float:
-    if write:
-        stamp_setup.stamp(path, check=False)
     nb = nbformat.read(path, as_version=4)
+    stamp_setup.stamp_cells(nb)  # the setup cell always runs as stamped (saved only when write is true)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=True,
                             store_widget_state=True, resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()

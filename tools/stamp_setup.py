@@ -55,25 +55,29 @@ def setup_source() -> str:
     return TEMPLATE.format(url=repository_url(), version=nnbook_version())
 
 
-def stamp(path: Path, check: bool) -> bool:
-    """Return True when the notebook was (or, with check, would be) changed."""
-    nb = json.loads(path.read_text(encoding="utf-8"))
+def stamp_cells(nb: dict) -> bool:
+    """Stamp the setup cell of a notebook held in memory (nbformat dict); True when it changed."""
     cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
     setup = [c for c in cells if TAG in c.get("metadata", {}).get("tags", [])]
     if not setup:
         if not cells:
-            sys.exit(f"stamp_setup: {path} has no code cell")
+            raise ValueError("the notebook has no code cell to use as its setup cell")
         setup = [cells[0]]
         setup[0].setdefault("metadata", {}).setdefault("tags", []).append(TAG)
     src = setup_source()
     old = setup[0]["source"]
     old = "".join(old) if isinstance(old, list) else old
-    if old == src:
-        return False
-    if not check:
-        setup[0]["source"] = src
-        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    return True
+    setup[0]["source"] = src
+    return old != src
+
+
+def stamp(path: Path, check: bool) -> bool:
+    """Stamp a notebook file; return True when it was (or, with check, would be) changed."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    changed = stamp_cells(nb)
+    if changed and not check:
+        path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    return changed
 
 
 def main(argv: list[str]) -> int:
