@@ -14,7 +14,8 @@ different ``nnbook`` than the one it was executed with.
 """
 __version__ = "0.1.0"
 
-from .utils import check_version, device, seed_everything, show_source  # noqa: E402
+from .utils import check_version, current_seed, device, seed_everything, show_source  # noqa: E402
+from .claim import claim  # noqa: E402
 from . import cache, data, measure, models, plot, train  # noqa: E402
 from . import multimodal, prune, quantize  # noqa: E402
 
@@ -22,6 +23,8 @@ __all__ = [
     "__version__",
     "cache",
     "check_version",
+    "claim",
+    "current_seed",
     "data",
     "device",
     "measure",

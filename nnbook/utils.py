@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 _KNOWN_DEVICES = ("cpu", "cuda", "mps")
+_CURRENT_SEED: int | None = None
 
 
 def device(name: str | None = None) -> torch.device:
@@ -77,10 +78,28 @@ def seed_everything(seed: int = 0) -> int:
     seed = int(seed)
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    global _CURRENT_SEED
+    _CURRENT_SEED = seed
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return seed
+
+
+def current_seed() -> int | None:
+    """The seed of the last :func:`seed_everything` call in this process (``None`` before any)."""
+    return _CURRENT_SEED
+
+
+def progress_bar(iterable, *, desc: str | None = None, disable: bool = False, total: int | None = None):
+    """A progress bar over ``iterable``: ``tqdm.auto`` (a widget in Jupyter, text in a terminal).
+
+    Every loop of the book that shows progress goes through this one function, so the
+    way progress is displayed (and stored in executed notebooks) is decided here.
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, disable=disable, total=total, leave=True)
 
 
 def check_version(executed_with: str) -> bool:

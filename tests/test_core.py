@@ -184,7 +184,7 @@ def test_fit_after_step_and_scheduler():
 
 def test_fit_bad_input():
     loader = _tiny()
-    with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="fit: epochs must be >= 1, got 0"):
         train.fit(nn.Linear(4, 2), loader, epochs=0, progress=False)
     with pytest.raises(ValueError, match="outputs 3 scores .* n_classes=2"):
         train.fit(nn.Linear(4, 3), loader, epochs=1, n_classes=2, progress=False)
@@ -296,3 +296,121 @@ def test_latency_ratio_shape_and_validation():
     assert ratio > 0 and a_ms > 0 and b_ms > 0  # values are machine-dependent: only their form is tested
     with pytest.raises(ValueError, match="rounds"):
         measure.latency_ratio(nn.Linear(8, 8), nn.Linear(8, 8), torch.zeros(1, 8), rounds=0)
+
+
+def test_fit_step_hook_dict_batches_and_callbacks():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    batches = [({"a": x[:16], "b": x[:16]}, y[:16]), ({"a": x[16:], "b": x[16:]}, y[16:])]
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 2)
+
+        def forward(self, inputs):
+            return self.lin(torch.cat([inputs["a"], inputs["b"]], 1))
+
+    def step(model, batch):
+        inputs, target = batch
+        logits = model(inputs)
+        return nn.functional.cross_entropy(logits, target), logits, target
+
+    seen = []
+    h = train.fit(Two(), batches, batches, epochs=5, step=step, progress=False, device="cpu",
+                  callbacks=[lambda e, m, hist: seen.append(e) or e == 2])
+    assert h.epochs == 3 and seen == [0, 1, 2] and h.stopped_early
+    assert len(h.val_acc) == 3 and 0 <= h.val_acc[-1] <= 1
+    # a step that returns no logits: accuracy is NaN, loss is recorded
+    h2 = train.fit(Two(), batches, epochs=1, progress=False, device="cpu",
+                   step=lambda m, b: (m(b[0]).pow(2).mean(), None, None))
+    assert np.isnan(h2.train_acc[0]) and h2.train_loss[0] > 0
+    with pytest.raises(ValueError, match="not both"):
+        train.fit(Two(), batches, step=step, loss_fn=nn.functional.cross_entropy, progress=False)
+
+
+def test_fit_refuses_nan_loss_and_keeps_batchnorm_on_width_error():
+    x = torch.full((8, 4), float("nan"))
+    y = torch.zeros(8, dtype=torch.long)
+    with pytest.raises(ValueError, match="loss became nan"):
+        train.fit(nn.Linear(4, 2), [(x, y)], epochs=1, progress=False, device="cpu")
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="outputs 3 scores"):
+        train.fit(model, [(torch.randn(8, 4), y)], epochs=1, n_classes=2, progress=False, device="cpu")
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and model.training
+
+
+def test_evaluate_and_predict_restore_mode_when_forward_raises():
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    m = Boom().train()
+    with pytest.raises(RuntimeError):
+        train.evaluate(m, [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))])
+    assert m.training
+    with pytest.raises(RuntimeError):
+        train.predict(m, torch.randn(2, 4))
+    assert m.training
+
+
+def test_predict_dict_inputs():
+    class Two(nn.Module):
+        def forward(self, inputs):
+            return inputs["a"] + inputs["b"]
+
+    out = train.predict(Two(), {"a": torch.ones(5, 2), "b": torch.ones(5, 2)}, batch_size=2)
+    assert out.shape == (5, 2) and torch.all(out == 2)
+
+
+def test_claim_asserts_displays_and_logs(tmp_path, monkeypatch, capsys):
+    from nnbook import claim
+    log = tmp_path / "claims.jsonl"
+    monkeypatch.setenv("NNBOOK_CLAIM_LOG", str(log))
+    monkeypatch.setenv("NNBOOK_NOTEBOOK", "chapters/99_demo.ipynb")
+    assert claim("acc", 0.95, lower=0.9, text="above 90 %") == 0.95
+    assert "claim acc: 0.95 >= 0.9 ✓ — above 90 %" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match=r"claim gap: 12 points <= 10 ✗ FAILED — small gap"):
+        claim("gap", 12, upper=10, unit="points", text="small gap")
+    with pytest.raises(AssertionError):
+        claim("nan", float("nan"), lower=0)
+    with pytest.raises(ValueError, match="give lower="):
+        claim("nobound", 1.0)
+    with pytest.raises(ValueError, match="id must be"):
+        claim("Bad Id", 1.0, lower=0)
+    with pytest.raises(ValueError, match="above upper"):
+        claim("inv", 1.0, lower=2, upper=1)
+    with pytest.raises(TypeError, match="real number"):
+        claim("str", "0.9", lower=0)
+    import json
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["acc", "gap", "nan"]
+    assert [r["ok"] for r in records] == [True, False, False]
+    assert records[0]["notebook"] == "chapters/99_demo.ipynb"
+
+
+def test_shared_checks_messages():
+    from nnbook import _checks as C
+    with pytest.raises(TypeError, match="f: k must be an int, got True"):
+        C.check_int(True, "f", "k")
+    with pytest.raises(ValueError, match="f: p must be in \\[0.0, 1.0\\), got 1.0"):
+        C.check_fraction(1.0, "f", "p")
+    with pytest.raises(ValueError, match="must be finite"):
+        C.check_float(float("nan"), "f", "x")
+    with pytest.raises(TypeError, match="f: flag must be True or False, got 'no'"):
+        C.check_bool("no", "f", "flag")
+    with pytest.raises(ValueError, match="f: x must hold only finite values"):
+        C.check_tensor(torch.tensor([1.0, float("nan")]), "f", finite=True)
+    with pytest.raises(ValueError, match="labels must lie in \\[0, 3\\)"):
+        C.check_labels(torch.tensor([0, 3]), "f", 3)
+    m = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU()))
+    C.set_submodule(m, "1.0", nn.Tanh())
+    assert isinstance(m[1][0], nn.Tanh)
+    with pytest.raises(ValueError, match="no submodule 'x'"):
+        C.set_submodule(m, "x", nn.Tanh())
