@@ -1,22 +1,32 @@
 #!/usr/bin/env python3
 """Stamp, then execute chapter notebooks top to bottom and store their outputs.
 
-Usage:  python tools/execute.py [--seed N] chapters/01_neurons.ipynb [...]   (default: every chapter)
+Usage::
 
-With ``--seed N`` the notebooks run with ``NNBOOK_SEED=N`` (which overrides the seed
-in their setup cell, see ``nnbook.seed_everything``) and are *not* written back:
-this is the check that every assert holds for other seeds too.
+    python tools/execute.py [NOTEBOOK ...]              # default: every chapter; saves on success
+    python tools/execute.py --seed 123456 NOTEBOOK      # another seed; nothing is saved
+    python tools/execute.py --budget 60 chapters/*.ipynb  # exit 1 when a notebook takes longer
 
-Runs each notebook in a fresh kernel of the *current* Python environment (the
+Each notebook runs in a fresh kernel of the *current* Python environment (the
 project's own virtual environment), with the chapter folder as working directory,
 exactly as ``pytest --nbval`` will.  The executed notebook replaces the file only
 when every cell succeeded (written atomically), so a failure never leaves a
-half-executed notebook behind.  Prints the wall time of each notebook; the budget
-is 60 s on 2 CPU cores.
+half-executed notebook behind.
+
+What is stored besides the outputs: ``metadata.nnbook`` of the notebook holds one
+wall time (``wall_time_s``, seconds) and the date, versions and CPU it ran with
+(the chapter pages show it as a run stamp).  No per-cell timing is written, so a
+re-execution changes only what really changed.
+
+While a notebook runs, ``NNBOOK_NOTEBOOK`` names it, so :func:`nnbook.claim` can
+record which chapter a claim belongs to (see ``tools/seed_sweep.py``).
 """
 from __future__ import annotations
 
+import argparse
+import datetime as _dt
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -29,17 +39,60 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import stamp_setup  # noqa: E402
 
+TIMING_KEYS = ("execution",)  # per-cell timing written by older versions of this tool
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``, else ``platform.processor()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_stamp(seconds: float) -> dict:
+    """The record stored in ``metadata.nnbook``: wall time, date, versions, hardware."""
+    import torch
+
+    import nnbook
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "wall_time_s": round(float(seconds), 1),
+        "executed": _dt.date.today().isoformat(),
+        "nnbook": nnbook.__version__,
+        "torch": torch.__version__.split("+")[0],
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpu": cuda,
+    }
+
+
+def strip_cell_timing(nb) -> None:
+    for cell in nb.cells:
+        for key in TIMING_KEYS:
+            cell.get("metadata", {}).pop(key, None)
+
 
 def execute(path: Path, timeout: int = 600, write: bool = True) -> float:
+    """Execute one notebook; return its wall time in seconds. Raises on the first failing cell."""
     nb = nbformat.read(path, as_version=4)
     stamp_setup.stamp_cells(nb)  # the setup cell always runs as stamped (saved only when write is true)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=True,
-                            store_widget_state=True, resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                            store_widget_state=False, resources={"metadata": {"path": str(path.parent)}})
+    os.environ["NNBOOK_NOTEBOOK"] = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
     t0 = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - t0
     if not write:
         return seconds
+    strip_cell_timing(nb)
+    nb.metadata.pop("widgets", None)
+    nb.metadata["nnbook"] = run_stamp(seconds)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".ipynb.tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         nbformat.write(nb, fh)
@@ -48,21 +101,33 @@ def execute(path: Path, timeout: int = 600, write: bool = True) -> float:
     return seconds
 
 
-def main(argv: list[str]) -> int:
-    write = True
-    if "--seed" in argv:
-        i = argv.index("--seed")
-        os.environ["NNBOOK_SEED"] = str(int(argv[i + 1]))
-        argv = argv[:i] + argv[i + 2:]
-        write = False
-    paths = [Path(a).resolve() for a in argv] or sorted((ROOT / "chapters").glob("*.ipynb"))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Execute chapter notebooks and store their outputs.")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: chapters/*.ipynb")
+    parser.add_argument("--seed", type=int, help="run with NNBOOK_SEED=SEED and save nothing")
+    parser.add_argument("--budget", type=float, help="seconds; exit 1 when a notebook takes longer")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    args = parser.parse_args(argv)
+    if args.seed is not None:
+        if args.seed < 0:
+            parser.error(f"--seed must be >= 0, got {args.seed}")
+        os.environ["NNBOOK_SEED"] = str(args.seed)
+    paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "chapters").glob("*.ipynb"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
+    over = []
     for p in paths:
-        s = execute(p, write=write)
-        flag = "" if s <= 60 else "   <-- over the 60 s budget"
-        seed = f" with NNBOOK_SEED={os.environ['NNBOOK_SEED']} (not saved)" if not write else ""
-        print(f"{p.relative_to(ROOT)}: executed{seed} in {s:.1f} s{flag}", flush=True)
-    return 0
+        s = execute(p, timeout=args.timeout, write=args.seed is None)
+        flag = ""
+        if args.budget is not None and s > args.budget:
+            over.append(p)
+            flag = f"   <-- over the {args.budget:g} s budget"
+        seed = f" with NNBOOK_SEED={args.seed} (not saved)" if args.seed is not None else ""
+        name = p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
+        print(f"{name}: executed{seed} in {s:.1f} s{flag}", flush=True)
+    return 1 if over else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -15,6 +15,7 @@ A stamped notebook whose setup cell changed must be re-executed (tools/execute.p
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -27,7 +28,11 @@ TEMPLATE = '''\
 # Setup (stamped by tools/stamp_setup.py from _config.yml and nnbook's version: edit the template there)
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("nnbook") is None:  # e.g. on Colab: install the book's helper package
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "nnbook @ git+{url}"])
+    _pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nnbook[book] @ git+{url}"],
+                          capture_output=True, text=True)
+    if _pip.returncode != 0:
+        raise SystemExit("Could not install nnbook from {url} (no network, or pip failed). "
+                         "Clone that repository and run `pip install -r requirements.txt` in it, then restart.")
 import nnbook
 nnbook.check_version("{version}")  # warns if nnbook differs from the version this notebook was run with
 SEED = nnbook.seed_everything(0)  # change the seed here: every assert below must still hold
@@ -35,19 +40,27 @@ device = nnbook.device()  # CUDA, then Apple MPS, then CPU; NNBOOK_DEVICE=cpu ov
 nnbook.plot.use_style()'''
 
 
-def repository_url() -> str:
-    text = (ROOT / "_config.yml").read_text(encoding="utf-8")
-    m = re.search(r"^repository:\s*\n(?:[ \t]+.*\n)*?[ \t]+url:\s*(\S+)", text, re.M)
-    if not m:
-        sys.exit("stamp_setup: _config.yml has no repository.url")
-    return m.group(1).strip("'\"")
+class StampError(RuntimeError):
+    """The configuration or the package version cannot be read."""
 
 
-def nnbook_version() -> str:
-    text = (ROOT / "nnbook" / "__init__.py").read_text(encoding="utf-8")
+def repository_url(config_path: Path = ROOT / "_config.yml") -> str:
+    """``repository.url`` of the book's ``_config.yml`` (the one place the address is written)."""
+    import yaml
+
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    url = (config.get("repository") or {}).get("url")
+    if not isinstance(url, str) or not url:
+        raise StampError(f"{config_path} has no repository.url")
+    return url
+
+
+def nnbook_version(init_path: Path = ROOT / "nnbook" / "__init__.py") -> str:
+    """``__version__`` of the ``nnbook`` package, read from its source (no import)."""
+    text = init_path.read_text(encoding="utf-8")
     m = re.search(r'^__version__\s*=\s*"([^"]+)"', text, re.M)
     if not m:
-        sys.exit("stamp_setup: nnbook/__init__.py has no __version__")
+        raise StampError(f"{init_path} has no __version__")
     return m.group(1)
 
 
@@ -56,7 +69,11 @@ def setup_source() -> str:
 
 
 def stamp_cells(nb: dict) -> bool:
-    """Stamp the setup cell of a notebook held in memory (nbformat dict); True when it changed."""
+    """Stamp the setup cell of a notebook held in memory (nbformat dict); True when it changed.
+
+    The setup cell is tagged ``nnbook-setup`` (and ``hide-input``, so the rendered page
+    shows a collapsed cell). Raises ``ValueError`` when the notebook has no code cell.
+    """
     cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
     setup = [c for c in cells if TAG in c.get("metadata", {}).get("tags", [])]
     if not setup:
@@ -64,11 +81,16 @@ def stamp_cells(nb: dict) -> bool:
             raise ValueError("the notebook has no code cell to use as its setup cell")
         setup = [cells[0]]
         setup[0].setdefault("metadata", {}).setdefault("tags", []).append(TAG)
+    tags = setup[0].setdefault("metadata", {}).setdefault("tags", [])
+    changed = False
+    if "hide-input" not in tags:
+        tags.append("hide-input")
+        changed = True
     src = setup_source()
     old = setup[0]["source"]
     old = "".join(old) if isinstance(old, list) else old
     setup[0]["source"] = src
-    return old != src
+    return changed or old != src
 
 
 def stamp(path: Path, check: bool) -> bool:
@@ -80,14 +102,21 @@ def stamp(path: Path, check: bool) -> bool:
     return changed
 
 
-def main(argv: list[str]) -> int:
-    check = "--check" in argv
-    paths = [Path(a) for a in argv if a != "--check"] or sorted((ROOT / "chapters").glob("*.ipynb"))
-    stale = [p for p in paths if stamp(p, check)]
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: chapters/*.ipynb")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a notebook is out of date")
+    args = parser.parse_args(argv)
+    paths = args.notebooks or sorted((ROOT / "chapters").glob("*.ipynb"))
+    try:
+        stale = [p for p in paths if stamp(p, args.check)]
+    except (StampError, ValueError) as exc:
+        print(f"stamp_setup: {exc}", file=sys.stderr)
+        return 2
     for p in stale:
-        print(f"{'out of date' if check else 'stamped'}: {p}")
-    return 1 if (check and stale) else 0
+        print(f"{'out of date' if args.check else 'stamped'}: {p}")
+    return 1 if (args.check and stale) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
