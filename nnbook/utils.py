@@ -96,9 +96,14 @@ def progress_bar(iterable, *, desc: str | None = None, disable: bool = False, to
 
     Every loop of the book that shows progress goes through this one function, so the
     way progress is displayed (and stored in executed notebooks) is decided here.
+    When the environment variable ``NNBOOK_PROGRESS`` is ``off`` — as ``tools/execute.py``
+    and the test suite set it — no bar is drawn, so stored notebooks hold no
+    progress widgets (which render blank or broken in the HTML book).
     """
     from tqdm.auto import tqdm
 
+    if os.environ.get("NNBOOK_PROGRESS", "").strip().lower() == "off":
+        disable = True
     return tqdm(iterable, desc=desc, disable=disable, total=total, leave=True)
 
 

@@ -84,6 +84,7 @@ def execute(path: Path, timeout: int = 600, write: bool = True) -> float:
     stamp_setup.stamp_cells(nb)  # the setup cell always runs as stamped (saved only when write is true)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             store_widget_state=False, resources={"metadata": {"path": str(path.parent)}})
+    os.environ["NNBOOK_PROGRESS"] = "off"  # no progress widgets in stored outputs (nnbook.utils.progress_bar)
     os.environ["NNBOOK_NOTEBOOK"] = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
     t0 = time.perf_counter()
     client.execute()
