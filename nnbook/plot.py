@@ -141,3 +141,56 @@ def cost_accuracy(costs: Sequence[float], accs: Sequence[float], labels: Sequenc
         ax.set_title(title)
     fig.tight_layout()
     return fig, ax
+
+
+def table(df, *, formats: Mapping[str, str] | None = None, caption: str | None = None, missing: str = "—"):
+    """Show a results table the book's way: no index, thousands separators, "—" for missing.
+
+    Every chapter's results table goes through this helper, so all tables look alike
+    (the book's CSS adds padding and lets wide tables scroll in their own box).
+    Put units in the column names (``"latency (ms)"``, ``"size (KB)"``).
+
+    Args:
+        df: a ``pandas.DataFrame``.
+        formats: ``{column: format}`` with ``str.format`` specs such as ``"{:.1%}"``
+            or ``"{:,.0f}"``; other numeric columns get ``"{:,.3g}"`` for floats and
+            ``"{:,}"`` for integers.
+        caption: an optional caption shown above the table.
+        missing: the text shown for NaN/None.
+
+    Returns:
+        A pandas ``Styler`` (it renders as HTML in Jupyter and in the book; its
+        ``text/plain`` form is only the object's name, so nbval compares the HTML).
+
+    Raises:
+        TypeError: ``df`` is not a DataFrame, or ``formats`` not a mapping.
+        ValueError: ``formats`` names a column that does not exist.
+    """
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"table: df must be a pandas DataFrame, got {type(df).__name__}")
+    formats = dict(formats or {})
+    if not isinstance(formats, dict):
+        raise TypeError(f"table: formats must be a mapping of column -> format, got {type(formats).__name__}")
+    unknown = [c for c in formats if c not in df.columns]
+    if unknown:
+        raise ValueError(f"table: formats names columns that do not exist: {unknown}")
+    for col in df.columns:
+        if col in formats:
+            continue
+        if pd.api.types.is_bool_dtype(df[col]):
+            continue
+        if pd.api.types.is_integer_dtype(df[col]):
+            formats[col] = "{:,}"
+        elif pd.api.types.is_float_dtype(df[col]):
+            formats[col] = "{:,.3g}"
+    import hashlib
+
+    styler = df.style.hide(axis="index").format(formats, na_rep=missing)
+    # a stable element id (pandas picks a random one), so stored and fresh HTML compare equal
+    key = hashlib.sha1(repr((list(map(str, df.columns)), df.shape, caption)).encode()).hexdigest()[:8]
+    styler = styler.set_uuid(f"nnbook{key}").set_table_attributes('class="nnbook-table"')
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler
