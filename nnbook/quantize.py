@@ -270,10 +270,14 @@ def fake_quantize(x: torch.Tensor, bits: int = 8, symmetric: bool = True, axis: 
                   scale=None, zero_point=None) -> torch.Tensor:
     """Quantize then dequantize, staying in float: what a quantized model computes, simulated.
 
-    ``x_hat = (clamp(round_ste(x / scale) + zero_point, qmin, qmax) - zero_point) * scale``.
-    Differentiable: the gradient is 1 inside the representable range and 0 where the
-    clamp saturates (the "clipped" STE of Jacob et al., 2018).  Scale and zero point
-    are treated as constants (no gradient).
+    ``x_hat = (clamp(round(x / scale) + zero_point, qmin, qmax) - zero_point) * scale``.
+    Differentiable by the "clipped" straight-through estimator (Jacob et al., 2018):
+    the gradient with respect to ``x`` is 1 wherever the unclamped code
+    ``round(x / scale) + zero_point`` lies in ``[qmin, qmax]`` — *including* values that
+    round to the end codes ``qmin`` and ``qmax`` — and 0 only where the code saturates.
+    This is the backward pass of ``torch.fake_quantize_per_tensor_affine`` and
+    ``torch.fake_quantize_per_channel_affine``.  Scale and zero point are treated as
+    constants (no gradient).
 
     Args:
         x: float tensor.
@@ -295,8 +299,14 @@ def fake_quantize(x: torch.Tensor, bits: int = 8, symmetric: bool = True, axis: 
     qmin, qmax = qrange(bits, symmetric)
     s = _per_channel_view(torch.as_tensor(scale, dtype=x.dtype, device=x.device), x, axis).detach()
     z = _per_channel_view(torch.as_tensor(zero_point, dtype=x.dtype, device=x.device), x, axis).detach()
-    q = torch.clamp(round_ste(x / s) + z, qmin, qmax)
-    return (q - z) * s
+    with torch.no_grad():
+        code = torch.round(x / s) + z                     # the integer code before saturation
+        inside = (code >= qmin) & (code <= qmax)          # where the STE passes the gradient
+        x_hat = (torch.clamp(code, qmin, qmax) - z) * s
+    # value: x_hat; gradient: 1 where the code is inside [qmin, qmax] (ends included), 0 where it saturates,
+    # exactly the backward of torch.fake_quantize_per_channel_affine / _per_tensor_affine
+    pass_through = x * inside
+    return pass_through + (x_hat - pass_through).detach()
 
 
 # ---------------------------------------------------------------- power of two

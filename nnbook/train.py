@@ -185,43 +185,58 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable | None = None
     return loss_sum / total, (correct / counted if counted else float("nan"))
 
 
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512, device=None) -> torch.Tensor:
+def _leaves(x) -> list:
+    if isinstance(x, dict):
+        return [t for v in x.values() for t in _leaves(v)]
+    if isinstance(x, (tuple, list)):
+        return [t for v in x for t in _leaves(v)]
+    return [x]
+
+
+def _slice(x, i: int, j: int):
+    if isinstance(x, torch.Tensor):
+        return x[i:j]
+    if isinstance(x, dict):
+        return {k: _slice(v, i, j) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(_slice(v, i, j) for v in x)
+    return x  # None
+
+
+def predict(model: nn.Module, x, batch_size: int = 512, device=None) -> torch.Tensor:
     """Outputs of a model for a tensor of inputs, in eval mode, on the CPU.
 
     Args:
         model: any module.
-        x: inputs, shape ``(N, ...)``; or a dict of such tensors (same ``N``) for models
-            whose forward takes a dict (the multimodal models of chapter 8).
+        x: inputs, shape ``(N, ...)``; or a dict/tuple of such tensors (same ``N``; ``None``
+            entries allowed) for models whose forward takes one structured argument.
         batch_size: samples per forward pass.
 
     Returns:
         float32 tensor of shape ``(N, n_outputs)`` on the CPU.
 
     Raises:
-        TypeError: ``x`` is not a tensor or a dict of tensors; ``model`` is not a module.
-        ValueError: ``batch_size < 1``; the dict's tensors differ in length.
+        TypeError: ``x`` is not a tensor (or a structure of tensors); ``model`` is not a module.
+        ValueError: ``batch_size < 1``; the tensors differ in length.
+
+    The model's train/eval mode is restored even when its forward raises.
     """
     check_model(model, "predict")
     batch_size = check_int(batch_size, "predict", "batch_size", minimum=1)
-    if isinstance(x, dict):
-        if not x or not all(isinstance(v, torch.Tensor) for v in x.values()):
-            raise TypeError("predict: a dict input must map names to torch.Tensor")
-        n = {len(v) for v in x.values()}
-        if len(n) != 1:
-            raise ValueError(f"predict: the dict's tensors must have one length, got {sorted(n)}")
-        n = n.pop()
-        chunk = lambda i: {k: v[i:i + batch_size] for k, v in x.items()}  # noqa: E731
-    elif isinstance(x, torch.Tensor):
-        n = len(x)
-        chunk = lambda i: x[i:i + batch_size]  # noqa: E731
-    else:
-        raise TypeError(f"predict: x must be a torch.Tensor (or a dict of them), got {type(x).__name__}")
+    leaves = [t for t in _leaves(x) if t is not None]
+    if not leaves or not all(isinstance(t, torch.Tensor) for t in leaves):
+        raise TypeError(f"predict: x must be a torch.Tensor (or a dict/tuple of them), got {type(x).__name__}")
+    lengths = sorted({len(t) for t in leaves})
+    if len(lengths) != 1:
+        raise ValueError(f"predict: the input tensors must share their first dimension, got lengths {lengths}")
+    n = lengths[0]
     dev = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = torch.cat([model(to_device(chunk(i), dev)).float().cpu() for i in range(0, n, batch_size)])
+            out = torch.cat([model(to_device(_slice(x, i, i + batch_size), dev)).float().cpu()
+                             for i in range(0, n, batch_size)])
     finally:
         model.train(was_training)
     return out

@@ -6,6 +6,7 @@ Usage::
     python tools/execute.py [NOTEBOOK ...]              # default: every chapter; saves on success
     python tools/execute.py --seed 123456 NOTEBOOK      # another seed; nothing is saved
     python tools/execute.py --budget 60 chapters/*.ipynb  # exit 1 when a notebook takes longer
+    python tools/execute.py --no-save --fresh-cache --budget 90   # what .ci/run checks
 
 Each notebook runs in a fresh kernel of the *current* Python environment (the
 project's own virtual environment), with the chapter folder as working directory,
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="run with NNBOOK_SEED=SEED and save nothing")
     parser.add_argument("--budget", type=float, help="seconds; exit 1 when a notebook takes longer")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    parser.add_argument("--no-save", action="store_true", help="execute but do not write the notebooks back")
+    parser.add_argument("--fresh-cache", action="store_true",
+                        help="give each notebook its own empty NNBOOK_CACHE (how the budget is checked)")
     args = parser.parse_args(argv)
     if args.seed is not None:
         if args.seed < 0:
@@ -119,12 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no such notebook: {', '.join(missing)}")
     over = []
     for p in paths:
-        s = execute(p, timeout=args.timeout, write=args.seed is None)
+        if args.fresh_cache:
+            os.environ["NNBOOK_CACHE"] = tempfile.mkdtemp(prefix="nnbook-cache-")
+        s = execute(p, timeout=args.timeout, write=args.seed is None and not args.no_save)
         flag = ""
         if args.budget is not None and s > args.budget:
             over.append(p)
             flag = f"   <-- over the {args.budget:g} s budget"
-        seed = f" with NNBOOK_SEED={args.seed} (not saved)" if args.seed is not None else ""
+        seed = f" with NNBOOK_SEED={args.seed}" if args.seed is not None else ""
+        seed += " (not saved)" if (args.seed is not None or args.no_save) else ""
+        seed += " from an empty cache" if args.fresh_cache else ""
         name = p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
         print(f"{name}: executed{seed} in {s:.1f} s{flag}", flush=True)
     return 1 if over else 0
