@@ -81,6 +81,11 @@ _RECIPES = {
 }
 
 
+#: Fraction of the digits training part held out for validation by :func:`pretrained`
+#: (``load_digits(val_size=VAL_SIZE, seed=0)``): the baselines never see those images.
+VAL_SIZE = 0.2
+
+
 def recipes() -> list[str]:
     """Names accepted by :func:`pretrained`."""
     return sorted(_RECIPES)
@@ -89,7 +94,11 @@ def recipes() -> list[str]:
 def pretrained(name: str, seed: int = 0, progress: bool = False):
     """A trained baseline, trained once per ``(name, seed)`` and then read from the cache.
 
-    Recipes (all on the book's fixed digits split, Adam, CPU-sized):
+    Recipes (Adam, CPU-sized), trained on the *training* part of the book's fixed
+    digits split with validation, ``load_digits(val_size=VAL_SIZE, seed=0)`` (1077
+    images): the 270 validation images are never trained on, so chapters can choose
+    things (layers to prune, thresholds) on them honestly, and the 450 test images
+    only report:
 
     * ``"digits_cnn"`` — :class:`DigitsCNN` with channels (32, 64, 64), 30 epochs;
     * ``"digits_mlp"`` — the LeNet-300-100 layout of Han et al. (2015) on 64 inputs,
@@ -119,13 +128,13 @@ def pretrained(name: str, seed: int = 0, progress: bool = False):
     if name not in _RECIPES:
         raise ValueError(f"pretrained: unknown baseline {name!r}; expected one of {recipes()}")
     recipe = _RECIPES[name]
-    config = {"name": name, "seed": int(seed), "version": 2,
+    config = {"name": name, "seed": int(seed), "version": 3, "val_size": VAL_SIZE,
               **{k: v for k, v in recipe.items() if k != "make"}}
 
     def build():
         torch.manual_seed(seed)
         model = recipe["make"]()
-        split = load_digits()
+        split = load_digits(val_size=VAL_SIZE, seed=0)
         train, _, test = loaders(split, batch_size=recipe["batch_size"], seed=seed)
         opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe["epochs"])
@@ -233,6 +242,33 @@ class ConvNet1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _as_sequence(x, self.length, "ConvNet1d").transpose(1, 2)  # (N, 1, length)
+        return self.classifier(self.features(x).flatten(1))
+
+
+class ReferenceConvNet1d(nn.Module):
+    """The MNIST-1D reference CNN, layer for layer (Greydanus & Kobak, "Scaling down deep
+    learning with MNIST-1D", ICML 2024; the ``ConvBase`` model of the mnist1d package).
+
+    Three stride-2 convolutions of 25 channels with kernels 5, 3, 3 and padding 1
+    (length 40 → 19 → 10 → 5), ReLU after each, no normalization, then a linear layer
+    on the 125 flattened features: 5,210 parameters. Chapter 2 compares it with
+    :class:`ConvNet1d` (kernels 5, 5, 5 plus BatchNorm), which learns faster in the
+    chapter's short training budget.
+
+    Input ``(N, 40)`` float32; output logits ``(N, n_classes)`` float32.
+    """
+
+    def __init__(self, channels: int = 25, n_classes: int = 10):
+        super().__init__()
+        _check_ints("ReferenceConvNet1d", channels=channels, n_classes=n_classes)
+        self.features = nn.Sequential(
+            nn.Conv1d(1, channels, 5, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU())
+        self.classifier = nn.Linear(channels * 5, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _as_sequence(x, 40, "ReferenceConvNet1d").transpose(1, 2)  # (N, 1, 40)
         return self.classifier(self.features(x).flatten(1))
 
 
@@ -433,5 +469,61 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _as_sequence(x, self.length, "TransformerClassifier")
-        tokens = self.embed(x.reshape(len(x), self.length // self.patch, self.patch)) + self.pos
+        tokens = self.embed(x.reshape(x.shape[0], self.length // self.patch, self.patch)) + self.pos  # shape[0], not len(x): keeps the batch axis dynamic in torch.export / ONNX
         return self.classifier(self.norm(self.blocks(tokens)).mean(1))
+
+
+# ---------------------------------------------------------------------------
+# Chapter 4: a residual MLP whose blocks can be removed (structured pruning of whole layers).
+# ---------------------------------------------------------------------------
+
+class Residual(nn.Module):
+    """``y = x + body(x)``: a block with an identity path around it.
+
+    Because of the identity path, the block can be removed (replaced by ``nn.Identity``)
+    and the network still computes something sensible; Veit et al. (2016), "Residual
+    networks behave like ensembles of relatively shallow networks", showed that
+    deleting single blocks of a trained residual network often costs little accuracy
+    (:func:`nnbook.prune.remove_layer`).
+
+    Args:
+        body: a module whose output has the shape of its input.
+
+    Input and output: tensors of the same shape.
+
+    Raises:
+        TypeError: ``body`` is not an ``nn.Module``.
+    """
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        from ._checks import check_model
+
+        check_model(body, "Residual", "body")
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def residual_mlp(in_features: int = 64, width: int = 64, blocks: int = 4, n_classes: int = 10) -> nn.Sequential:
+    """A small residual MLP: ``Flatten → Linear → ReLU → blocks × Residual(Linear → ReLU → Linear) → ReLU → Linear``.
+
+    Input ``(N, ...)`` with ``in_features`` values per sample; output logits ``(N, n_classes)``.
+    The blocks are children ``"3"``, ``"4"``, ... of the returned ``nn.Sequential``.
+
+    Raises:
+        ValueError: a non-positive size (``blocks`` may be 0).
+
+    Examples:
+        >>> import torch
+        >>> residual_mlp(64, 16, blocks=2)(torch.zeros(5, 1, 8, 8)).shape
+        torch.Size([5, 10])
+    """
+    _check_ints("residual_mlp", in_features=in_features, width=width, n_classes=n_classes)
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+        raise ValueError(f"residual_mlp: blocks must be an int >= 0, got {blocks!r}")
+    body = [Residual(nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width)))
+            for _ in range(blocks)]
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU(), *body,
+                         nn.ReLU(), nn.Linear(width, n_classes))
