@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._checks import check_fraction, check_int
 from .cache import cached
 
 
@@ -53,12 +54,8 @@ class Split:
                 f"test {tuple(self.x_test.shape)}, {self.n_classes} classes)")
 
 
-def _check_fraction(val_size: float) -> float:
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
-        raise TypeError(f"val_size must be a float in [0, 1), got {type(val_size).__name__}")
-    if not 0.0 <= val_size < 1.0:
-        raise ValueError(f"val_size must be in [0, 1), got {val_size}")
-    return float(val_size)
+def _check_fraction(val_size: float, where: str = "load_digits") -> float:
+    return check_fraction(val_size, where, "val_size")
 
 
 def _with_validation(split: Split, val_size: float, seed: int) -> Split:
@@ -132,7 +129,7 @@ def load_mnist1d(val_size: float = 0.0, seed: int = 0) -> Split:
     Raises:
         TypeError, ValueError: ``val_size`` is not a number in ``[0, 1)``.
     """
-    val_size = _check_fraction(val_size)
+    val_size = _check_fraction(val_size, "load_mnist1d")
     raw = cached("mnist1d", {"generator": "mnist1d.make_dataset", "args": "default", "seed": 42}, _make_mnist1d)
     split = Split(raw["x"].float(), raw["y"].long(), None, None,
                   raw["x_test"].float(), raw["y_test"].long(), 10, "mnist1d")
@@ -161,9 +158,8 @@ def loaders(split: Split, batch_size: int = 64, seed: int = 0, num_workers: int 
         ValueError: ``batch_size`` < 1.
     """
     if not isinstance(split, Split):
-        raise TypeError(f"split must be an nnbook.data.Split, got {type(split).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        raise TypeError(f"loaders: split must be an nnbook.data.Split, got {type(split).__name__}")
+    batch_size = check_int(batch_size, "loaders", "batch_size", minimum=1)
     gen = torch.Generator().manual_seed(seed)
     train = DataLoader(TensorDataset(split.x_train, split.y_train), batch_size=batch_size,
                        shuffle=True, generator=gen, num_workers=num_workers)

@@ -355,7 +355,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
                 _probe_width(model, batch, step, n_classes)
             loss, logits, targets = _run_step(step, model, batch, "fit")
             if not bool(torch.isfinite(loss.detach())):
-                raise ValueError(f"fit: the loss became {float(loss)} at epoch {epoch}, batch {b} "
+                raise ValueError(f"fit: the loss became {float(loss.detach())} at epoch {epoch}, batch {b} "
                                  "(check the inputs for NaN/Inf, or lower the learning rate)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

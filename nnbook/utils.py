@@ -68,8 +68,9 @@ def seed_everything(seed: int = 0) -> int:
         TypeError: ``seed`` is not an ``int``.
         ValueError: ``seed`` is negative, or ``NNBOOK_SEED`` is not a non-negative integer.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    from ._checks import check_int
+
+    seed = check_int(seed, "seed_everything", "seed")
     env = os.environ.get("NNBOOK_SEED")
     if env is not None and env.strip():
         if not env.strip().isdigit():
