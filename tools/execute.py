@@ -79,12 +79,22 @@ def strip_cell_timing(nb) -> None:
             cell.get("metadata", {}).pop(key, None)
 
 
+def drop_widget_outputs(nb) -> None:
+    """Interactive widgets are for readers running the notebook: the static book cannot show them.
+    Cells tagged ``remove-output`` (an ipywidgets explorer) keep no stored output, and no widget
+    state is stored; such cells are also tagged ``nbval-ignore-output``."""
+    for cell in nb.cells:
+        if "remove-output" in cell.get("metadata", {}).get("tags", []):
+            cell["outputs"] = []
+    nb.metadata.pop("widgets", None)
+
+
 def execute(path: Path, timeout: int = 600, write: bool = True) -> float:
     """Execute one notebook; return its wall time in seconds. Raises on the first failing cell."""
     nb = nbformat.read(path, as_version=4)
     stamp_setup.stamp_cells(nb)  # the setup cell always runs as stamped (saved only when write is true)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                            store_widget_state=False, resources={"metadata": {"path": str(path.parent)}})
+                            store_widget_state=True, resources={"metadata": {"path": str(path.parent)}})
     os.environ["NNBOOK_PROGRESS"] = "off"  # no progress widgets in stored outputs (nnbook.utils.progress_bar)
     os.environ["NNBOOK_NOTEBOOK"] = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
     t0 = time.perf_counter()
@@ -93,7 +103,7 @@ def execute(path: Path, timeout: int = 600, write: bool = True) -> float:
     if not write:
         return seconds
     strip_cell_timing(nb)
-    nb.metadata.pop("widgets", None)
+    drop_widget_outputs(nb)
     nb.metadata["nnbook"] = run_stamp(seconds)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".ipynb.tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -30,9 +30,10 @@ import importlib.util, subprocess, sys
 if importlib.util.find_spec("nnbook") is None:  # e.g. on Colab: install the book's helper package
     _pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nnbook[book] @ git+{url}"],
                           capture_output=True, text=True)
-    if _pip.returncode != 0:
-        raise SystemExit("Could not install nnbook from {url} (no network, or pip failed). "
-                         "Clone that repository and run `pip install -r requirements.txt` in it, then restart.")
+    if _pip.returncode != 0:  # one plain sentence instead of pip's traceback
+        _why = (_pip.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"Could not install nnbook from {url} ({{_why}}). Clone that repository, "
+                         "run `pip install -r requirements.txt` in it, and open the chapter there.")
 import nnbook
 nnbook.check_version("{version}")  # warns if nnbook differs from the version this notebook was run with
 SEED = nnbook.seed_everything(0)  # change the seed here: every assert below must still hold
