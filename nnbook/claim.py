@@ -96,7 +96,7 @@ def _log(record: dict) -> None:
 
 
 def claim(id: str, value, *, lower=None, upper=None, text: str = "", unit: str = "",
-          display: bool = True) -> float:
+          display: bool = True) -> None:
     """Assert that ``lower <= value <= upper``, show it as one line, and record it.
 
     Args:
@@ -112,7 +112,7 @@ def claim(id: str, value, *, lower=None, upper=None, text: str = "", unit: str =
             record in its metadata; elsewhere printed).
 
     Returns:
-        ``value`` as a ``float``, so a call can be used inline.
+        ``None`` (so a cell ending in a claim shows only the claim's line).
 
     Raises:
         AssertionError: the value is NaN or outside the bounds; the message holds the
@@ -122,7 +122,6 @@ def claim(id: str, value, *, lower=None, upper=None, text: str = "", unit: str =
 
     Examples:
         >>> claim("demo", 0.93, lower=0.9, text="accuracy above 90 %", display=False)
-        0.93
         >>> claim("demo", 0.5, lower=0.9, display=False)
         Traceback (most recent call last):
         ...
@@ -150,7 +149,6 @@ def claim(id: str, value, *, lower=None, upper=None, text: str = "", unit: str =
         raise AssertionError(line)
     if display:
         _show(line, record)
-    return v
 
 
 def _show(line: str, record: dict) -> None:

@@ -10,19 +10,35 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 
+# Sizes are chosen for the page: the book's text column is about 680 CSS px wide (a 1280-px window),
+# so a figure W inches wide is shown at about 680/W px per inch (if it is wider than the column) and a
+# font of P points at P * 680 / (72 W) px. Every font of this style is >= 10 pt, so >= 14 px on the page
+# at the default 6.4-inch width, and a multi-panel figure up to 10.4 inches wide keeps its 10-pt tick
+# labels >= 9 px (MAX_FIGURE_WIDTH_IN). Rendering at 150 dpi keeps lines and text sharp when the browser
+# scales the PNG to the column (and on high-density screens).
+PAGE_WIDTH_PX = 680
+MIN_FONT_PT = 10
+MAX_FIGURE_WIDTH_IN = 10.4
+
 BOOK_STYLE = {
     "figure.figsize": (6.4, 3.6),
-    "figure.dpi": 100,
-    "savefig.dpi": 100,
+    "figure.dpi": 150,
+    "savefig.dpi": 150,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
     "axes.grid": True,
     "grid.alpha": 0.3,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "axes.titlesize": 11,
-    "axes.labelsize": 10,
-    "legend.fontsize": 8,
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "figure.titlesize": 13,
+    "xtick.labelsize": MIN_FONT_PT,
+    "ytick.labelsize": MIN_FONT_PT,
+    "legend.fontsize": MIN_FONT_PT,
+    "legend.title_fontsize": MIN_FONT_PT,
     "legend.frameon": False,
-    "font.size": 10,
     "lines.linewidth": 1.8,
     "image.cmap": "viridis",
     "axes.prop_cycle": plt.cycler(color=["#1b6ca8", "#e07a1f", "#3a9a50", "#c23b3b", "#7a5aa6",
@@ -31,8 +47,38 @@ BOOK_STYLE = {
 
 
 def use_style() -> None:
-    """Apply the book's matplotlib style (called by every chapter's setup)."""
+    """Apply the book's matplotlib style (called by every chapter's setup).
+
+    150 dpi, fonts >= 10 pt (see ``MIN_FONT_PT``), white background. Keep multi-panel figures at
+    most ``MAX_FIGURE_WIDTH_IN`` inches wide (:func:`page_figsize` helps), so that their smallest
+    labels stay >= 9 px when the page scales the figure to its text column.
+    """
     plt.rcParams.update(BOOK_STYLE)
+
+
+def page_figsize(ncols: int = 1, nrows: int = 1, *, panel_width: float = 3.6, panel_height: float = 3.0):
+    """A ``figsize`` for a grid of panels that stays legible on the page.
+
+    The width is ``ncols * panel_width`` inches, capped at ``MAX_FIGURE_WIDTH_IN`` (the widest figure
+    whose 10-pt labels are still >= 9 px in the book's text column); the height grows with ``nrows``
+    and shrinks in proportion when the width is capped.
+
+    Examples:
+        >>> page_figsize(2)
+        (7.2, 3.0)
+        >>> page_figsize(4, 2)
+        (10.4, 4.33)
+
+    Raises:
+        ValueError: ``ncols`` or ``nrows`` below 1, or a non-positive panel size.
+    """
+    if not (isinstance(ncols, int) and isinstance(nrows, int)) or ncols < 1 or nrows < 1:
+        raise ValueError(f"page_figsize: ncols and nrows must be integers >= 1, got {ncols!r} and {nrows!r}")
+    if panel_width <= 0 or panel_height <= 0:
+        raise ValueError(f"page_figsize: panel sizes must be > 0 inches, got {panel_width!r} x {panel_height!r}")
+    width = ncols * panel_width
+    shrink = min(1.0, MAX_FIGURE_WIDTH_IN / width)
+    return (round(width * shrink, 2), round(nrows * panel_height * shrink, 2))
 
 
 def learning_curves(histories, metrics: Sequence[str] = ("loss", "acc"), title: str | None = None):
@@ -59,7 +105,8 @@ def learning_curves(histories, metrics: Sequence[str] = ("loss", "acc"), title: 
     if bad:
         raise ValueError(f"learning_curves: metrics must be 'loss' and/or 'acc', got {bad}")
     use_style()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=page_figsize(len(metrics), panel_height=3.2),
+                             squeeze=False)
     axes = axes[0]
     for ax, m in zip(axes, metrics):
         for i, (label, h) in enumerate(histories.items()):
@@ -127,7 +174,7 @@ def cost_accuracy(costs: Sequence[float], accs: Sequence[float], labels: Sequenc
     ax.scatter(costs, accs, s=36, zorder=3)
     if labels is not None:
         for c, a, t in zip(costs, accs, labels):
-            ax.annotate(t, (c, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(t, (c, a), textcoords="offset points", xytext=(4, 4), fontsize=MIN_FONT_PT)
     if front:
         idx = pareto_front(costs, accs)
         ax.step([costs[i] for i in idx], [accs[i] for i in idx], where="post", color="C1", lw=1.2,
@@ -143,11 +190,56 @@ def cost_accuracy(costs: Sequence[float], accs: Sequence[float], labels: Sequenc
     return fig, ax
 
 
-def table(df, *, formats: Mapping[str, str] | None = None, caption: str | None = None, missing: str = "—"):
+TABLE_METADATA_KEY = "nnbook_table"
+
+
+def _json_cell(v):
+    """A table cell as JSON: numbers as float/int, NaN/None as None, anything else as str."""
+    import math
+    import numbers
+
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return bool(v)
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):
+        f = float(v)
+        return None if math.isnan(f) else f
+    try:
+        import pandas as pd
+
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(v)
+
+
+def table_record(df, family: str, caption: str | None = None) -> dict:
+    """The machine-readable form of a results table that :func:`table` stores with ``record=``.
+
+    Returns:
+        ``{"family": family, "caption": caption, "columns": [str, ...], "rows": [[cell, ...], ...]}``
+        with numbers as ``int``/``float``, missing values as ``None`` and other cells as ``str``.
+
+    Examples:
+        >>> import pandas as pd
+        >>> table_record(pd.DataFrame({"model": ["a"], "params": [3]}), "demo")["rows"]
+        [['a', 3]]
+    """
+    return {"family": family, "caption": caption, "columns": [str(c) for c in df.columns],
+            "rows": [[_json_cell(v) for v in row] for row in df.itertuples(index=False, name=None)]}
+
+
+def table(df, *, formats: Mapping[str, str] | None = None, caption: str | None = None, missing: str = "—",
+          record: str | None = None):
     """Show a results table the book's way: no index, thousands separators, "—" for missing.
 
     Every chapter's results table goes through this helper, so all tables look alike
-    (the book's CSS adds padding and lets wide tables scroll in their own box).
+    (the book's CSS, ``book/_static/nnbook.css``, adds padding and lets wide tables scroll
+    in their own box). Numeric columns are right-aligned, header included.
     Put units in the column names (``"latency (ms)"``, ``"size (KB)"``).
 
     Args:
@@ -157,19 +249,28 @@ def table(df, *, formats: Mapping[str, str] | None = None, caption: str | None =
             ``"{:,}"`` for integers.
         caption: an optional caption shown above the table.
         missing: the text shown for NaN/None.
+        record: a *family* name (``"pruning"``, ``"architectures"``, ...). When given, the
+            table is displayed at once (as the same HTML) and its values are stored in the
+            output's metadata under ``"nnbook_table"`` (see :func:`table_record`), so that
+            ``tools/build_appendices.py`` can gather every chapter's results into appendix A.
 
     Returns:
         A pandas ``Styler`` (it renders as HTML in Jupyter and in the book; its
         ``text/plain`` form is only the object's name, so nbval compares the HTML).
+        With ``record`` inside IPython the table is already displayed and ``None`` is
+        returned (so it is not shown twice); outside IPython the ``Styler`` is returned.
 
     Raises:
-        TypeError: ``df`` is not a DataFrame, or ``formats`` not a mapping.
-        ValueError: ``formats`` names a column that does not exist.
+        TypeError: ``df`` is not a DataFrame, ``formats`` not a mapping, ``record`` not a string.
+        ValueError: ``formats`` names a column that does not exist; ``record`` is empty.
     """
     import pandas as pd
 
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"table: df must be a pandas DataFrame, got {type(df).__name__}")
+    if record is not None and (not isinstance(record, str) or not record.strip()):
+        raise (TypeError if not isinstance(record, str) else ValueError)(
+            f"table: record must be a non-empty family name such as 'pruning', got {record!r}")
     formats = dict(formats or {})
     if not isinstance(formats, dict):
         raise TypeError(f"table: formats must be a mapping of column -> format, got {type(formats).__name__}")
@@ -191,6 +292,26 @@ def table(df, *, formats: Mapping[str, str] | None = None, caption: str | None =
     # a stable element id (pandas picks a random one), so stored and fresh HTML compare equal
     key = hashlib.sha1(repr((list(map(str, df.columns)), df.shape, caption)).encode()).hexdigest()[:8]
     styler = styler.set_uuid(f"nnbook{key}").set_table_attributes('class="nnbook-table"')
+    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+    if numeric:  # numbers line up on the right, header included
+        right = [{"selector": "td", "props": "text-align: right"}, {"selector": "th", "props": "text-align: right"}]
+        styler = styler.set_table_styles({c: right for c in numeric}, overwrite=False)
     if caption:
         styler = styler.set_caption(caption)
-    return styler
+    if record is None:
+        return styler
+    return _show_recorded(styler, table_record(df, record, caption))
+
+
+def _show_recorded(styler, rec: dict):
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython comes with Jupyter
+        return styler
+    if get_ipython() is None:
+        return styler
+    plain = f"table {rec['family']}: {len(rec['rows'])} rows x {len(rec['columns'])} columns"
+    display({"text/html": styler.to_html(), "text/plain": plain}, raw=True,
+            metadata={TABLE_METADATA_KEY: rec})
+    return None

@@ -374,7 +374,7 @@ def test_claim_asserts_displays_and_logs(tmp_path, monkeypatch, capsys):
     log = tmp_path / "claims.jsonl"
     monkeypatch.setenv("NNBOOK_CLAIM_LOG", str(log))
     monkeypatch.setenv("NNBOOK_NOTEBOOK", "chapters/99_demo.ipynb")
-    assert claim("acc", 0.95, lower=0.9, text="above 90 %") == 0.95
+    assert claim("acc", 0.95, lower=0.9, text="above 90 %") is None
     assert "claim acc: 0.95 >= 0.9 ✓ — above 90 %" in capsys.readouterr().out
     with pytest.raises(AssertionError, match=r"claim gap: 12 points <= 10 ✗ FAILED — small gap"):
         claim("gap", 12, upper=10, unit="points", text="small gap")
