@@ -4,9 +4,12 @@ The chapters import this package for everything they reuse: data loading
 (:mod:`nnbook.data`), the training loop (:mod:`nnbook.train`), measurement of
 size and speed (:mod:`nnbook.measure`), plotting (:mod:`nnbook.plot`), the
 book's reference models (:mod:`nnbook.models`) and an atomic on-disk cache
-(:mod:`nnbook.cache`).  The techniques the book teaches have a module each:
-:mod:`nnbook.prune` (chapter 4), :mod:`nnbook.quantize` (chapter 5) and
-:mod:`nnbook.multimodal` (chapter 8).
+(:mod:`nnbook.cache`), and the book's one way of stating a number,
+:func:`nnbook.claim`.  The techniques the book teaches have a module (or package)
+each: :mod:`nnbook.nas` (chapter 3), :mod:`nnbook.prune` (chapter 4),
+:mod:`nnbook.quantize` (chapter 5), :mod:`nnbook.regularize` (chapter 6),
+:mod:`nnbook.dynamic` (chapter 7) and :mod:`nnbook.multimodal` (chapter 8).
+Shared input checks live in the private :mod:`nnbook._checks`.
 
 The version below is stamped into every chapter's setup cell
 (``tools/stamp_setup.py``) so that a notebook warns when it is run with a
@@ -17,7 +20,7 @@ __version__ = "0.1.0"
 from .utils import check_version, current_seed, device, seed_everything, show_source  # noqa: E402
 from .claim import claim  # noqa: E402
 from . import cache, data, measure, models, plot, train  # noqa: E402
-from . import multimodal, prune, quantize  # noqa: E402
+from . import dynamic, multimodal, nas, prune, quantize, regularize  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -27,12 +30,15 @@ __all__ = [
     "current_seed",
     "data",
     "device",
+    "dynamic",
     "measure",
     "models",
     "multimodal",
+    "nas",
     "plot",
     "prune",
     "quantize",
+    "regularize",
     "seed_everything",
     "show_source",
     "train",
