@@ -261,9 +261,9 @@ def test_late_fusion_rules_and_members_unchanged(ds):
     for m, sd in zip(members, before):
         assert all(torch.equal(sd[k], v) for k, v in m.state_dict().items())  # weights and BN stats
         assert all(p.requires_grad for p in m.parameters())
-    with pytest.raises(ValueError, match="unknown late-fusion rule"):
+    with pytest.raises(ValueError, match="LateFusion: rule must be one of"):
         mm.LateFusion(members, "max")
-    with pytest.raises(ValueError, match="unimodal members"):
+    with pytest.raises(ValueError, match="unimodal models with distinct"):
         mm.LateFusion([members[0], members[0]], "mean")
     with pytest.raises(ValueError, match="rule='stack'"):
         mm.fit_stacking(mean, ds.val)
@@ -339,7 +339,7 @@ def test_invariant_adapter_reduces_linear_separability():
             z_tr, z_te = ad.embed(feats[:300]), ad.embed(feats[300:])
         probes[lambd] = mm.modality_probe_accuracy(z_tr, z_te, hidden=0)
     assert probes[0.0] > 0.95 and probes[1.0] < probes[0.0] - 0.2, probes
-    with pytest.raises(ValueError, match="expected features"):
+    with pytest.raises(ValueError, match="feats must have shape"):
         mm.InvariantAdapter(2, d=8).embed(torch.zeros(3, 3, 8))
 
 
@@ -353,3 +353,170 @@ def test_encode_features_and_probe_shapes(ds):
     assert 0.35 < mm.modality_probe_accuracy(same[:200], same[200:]) < 0.65
     with pytest.raises(ValueError):
         mm.modality_probe_accuracy(torch.zeros(5, 2, 4), torch.zeros(5, 3, 4))
+
+
+# --- parallel co-attention (Lu et al., 2016) ---------------------------------
+def test_coattention_is_lu_parallel_coattention():
+    torch.manual_seed(0)
+    fuse = mm.CoAttentionFusion(2, d=4, k=3)
+    sa, sb = torch.randn(2, 5, 4), torch.randn(2, 3, 4)
+    va = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    vb = torch.ones(2, 3, dtype=torch.bool)
+    with torch.no_grad():
+        a_hat, b_hat, alpha_a, alpha_b, C = fuse.co_attend(0, 1, sa, va, sb, vb)
+        # reference written from the paper's equations (row-vector form)
+        W = fuse.affinity[0]
+        C_ref = torch.tanh(sa @ W @ sb.transpose(1, 2)) * (va.unsqueeze(2) & vb.unsqueeze(1))
+        pa, pb = sa @ fuse.U[0].weight.T, sb @ fuse.U[1].weight.T
+        ha, hb = torch.tanh(pa + C_ref @ pb), torch.tanh(pb + C_ref.transpose(1, 2) @ pa)
+        sa_scores = (ha @ fuse.w[0].weight.T).squeeze(-1).masked_fill(~va, float("-inf"))
+        alpha_a_ref = sa_scores.softmax(1)
+        alpha_b_ref = (hb @ fuse.w[1].weight.T).squeeze(-1).softmax(1)
+    assert torch.allclose(C, C_ref) and torch.allclose(alpha_a, alpha_a_ref) and torch.allclose(alpha_b, alpha_b_ref)
+    assert torch.allclose(a_hat, (alpha_a_ref.unsqueeze(1) @ sa).squeeze(1))
+    assert float(alpha_a[1, 3:].abs().sum()) == 0.0  # padding gets no attention
+    assert torch.allclose(alpha_a.sum(1), torch.ones(2)) and torch.allclose(alpha_b.sum(1), torch.ones(2))
+
+
+def test_coattention_and_crossattention_models(ds):
+    x = batch(ds.test, 4)
+    for fusion in ("coattention", "crossattention"):
+        model = mm.make_model(fusion).eval()
+        with torch.no_grad():
+            out = model(x)
+            absent = model({k: v for k, v in x.items() if k != "signal"},
+                           mask=torch.tensor([True, False, True]).expand(4, -1))
+        assert out.shape == (4, 10) and bool(torch.isfinite(absent).all())
+
+
+# --- the interaction task ------------------------------------------------------
+def test_interaction_task_label_needs_both_modalities(ds):
+    from nnbook.data import load_digits
+
+    dig = load_digits()
+    img_y = torch.cat([dig.y_train, dig.y_test])
+    tokens_class = {w: c for c, w in enumerate(mm.CLASS_WORDS)}
+    clean = mm.build_multimodal_digits(200, 50, 100, corruption=mm.Corruption(0.3, 3, 0.25, 6, 0, 0), seed=1)
+    same = mm.interaction_task(clean, "same", seed=0)
+    assert same.n_classes == 2
+    for part, orig in ((same.train, clean.train), (same.test, clean.test)):
+        assert torch.equal(part.image, orig.image) and torch.equal(part.signal, orig.signal)
+        word_class = torch.tensor([tokens_class[w] for w in mm.decode_tokens(part.tokens)])
+        assert torch.equal(part.y, (word_class == img_y[part.image_source]).long())
+        assert abs(float(part.y.float().mean()) - 0.5) <= 0.01
+        # the label is independent of the image's class: about half 'same' within every class
+        for c in range(10):
+            share = float(part.y[orig.y == c].float().mean())
+            assert 0.1 <= share <= 0.9, (c, share)
+    s = mm.interaction_task(clean, "sum", seed=0, partner="signal")
+    assert s.n_classes == 10 and torch.equal(s.train.tokens, clean.train.tokens)
+    with pytest.raises(ValueError, match="interaction_part: task"):
+        mm.interaction_part(ds.train, "product")
+    with pytest.raises(TypeError, match="interaction_part: part"):
+        mm.interaction_part(None)
+
+
+def test_make_model_with_frozen_encoders(ds):
+    trained = mm.make_model("concat", modalities=("image",)).encoders["image"]
+    before = copy.deepcopy(trained.state_dict())
+    model = mm.make_model("tensor", modalities=("image",), n_classes=2, encoders={"image": trained},
+                          freeze_encoders=True)
+    enc_before = copy.deepcopy(model.encoders.state_dict())
+    part = mm.interaction_part(ds.train, "same", seed=0)
+    mm.train(model, part, epochs=1, progress=False)
+    assert all(torch.equal(v, model.encoders.state_dict()[k]) for k, v in enc_before.items())  # BN stats too
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in before.items())
+    assert not model.encoders.training
+    with pytest.raises(ValueError, match="make_model: encoders must map"):
+        mm.make_model("concat", modalities=("image", "signal"), encoders={"image": trained})
+    with pytest.raises(ValueError, match="freeze_encoders=True needs"):
+        mm.make_model("concat", freeze_encoders=True)
+
+
+# --- issue 16: no silent nonsense, clear errors ----------------------------------
+def test_no_silent_nonsense(ds):
+    with pytest.raises(ValueError, match="masked_softmax: scores must be finite"):
+        mm.masked_softmax(torch.tensor([[float("nan"), 0.0]]), torch.tensor([[True, True]]))
+    # a NaN where the mask is False is ignored (it is masked out), not an error
+    w = mm.masked_softmax(torch.tensor([[float("nan"), 0.0]]), torch.tensor([[False, True]]))
+    assert torch.equal(w, torch.tensor([[0.0, 1.0]]))
+    q = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="recall_at_k: queries must hold only finite"):
+        mm.recall_at_k(q.masked_fill(q > 0, float("nan")), torch.randn(4, 3))
+    with pytest.raises(ValueError, match="info_nce: scale"):
+        mm.info_nce(torch.randn(4, 3), torch.randn(4, 3), scale=-1.0)
+    with pytest.raises(ValueError, match="info_nce: scale"):
+        mm.info_nce(torch.randn(4, 3), torch.randn(4, 3), scale=torch.tensor(-2.0))
+    with pytest.raises(ValueError, match="LateFusion: members must hold at least one"):
+        mm.LateFusion([])
+    with pytest.raises(ValueError, match="train: modality_dropout"):
+        mm.train(mm.make_model("concat", modalities=("image",)), ds.train, modality_dropout=-0.5, progress=False)
+    with pytest.raises(ValueError, match="Batches: modality_dropout"):
+        mm.Batches(ds.train, 4, 3, modality_dropout=-0.5)
+    with pytest.raises(ValueError, match="modality_dropout_mask: p"):
+        mm.modality_dropout_mask(4, 3, float("nan"))
+    for bad in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ValueError, match="Corruption: image_noise"):
+            mm.Corruption(image_noise=bad)
+    with pytest.raises(ValueError, match="decode_tokens: indices"):
+        mm.decode_tokens(torch.tensor([[-1, 2]]))
+    with pytest.raises(ValueError, match=r"inputs\['tokens'\] must hold indices"):
+        mm.make_model("concat", modalities=("tokens",))({"tokens": torch.tensor([[-3, 1, 0, 0, 0]])})
+    with pytest.raises(ValueError, match="ContrastiveAligner: temperature"):
+        mm.ContrastiveAligner(temperature=0)
+    with pytest.raises(ValueError, match=r"inputs\['image'\] must hold only finite"):
+        mm.make_model("concat", modalities=("image",))({"image": torch.full((2, 1, 8, 8), float("nan"))})
+
+
+@pytest.mark.parametrize("call, error, where", [
+    (lambda: mm.info_nce(None, torch.randn(2, 3)), TypeError, "info_nce"),
+    (lambda: mm.info_nce([[1.0]], [[1.0]]), TypeError, "info_nce"),
+    (lambda: mm.info_nce(torch.randn(2, 3), torch.randn(3, 3)), ValueError, "info_nce"),
+    (lambda: mm.recall_at_k(np.zeros((3, 2)), torch.randn(3, 2)), TypeError, "recall_at_k"),
+    (lambda: mm.recall_at_k(torch.randn(3, 2), torch.randn(3, 4)), ValueError, "recall_at_k"),
+    (lambda: mm.recall_at_k(torch.randn(3, 2), torch.randn(3, 2), ks=(0,)), ValueError, "recall_at_k"),
+    (lambda: mm.recall_at_k(torch.randn(3, 2), torch.randn(3, 2), query_labels=torch.zeros(3, dtype=torch.long),
+                            candidate_labels=torch.zeros(2, dtype=torch.long)), ValueError, "recall_at_k"),
+    (lambda: mm.grad_reverse(None), TypeError, "grad_reverse"),
+    (lambda: mm.grad_reverse(torch.ones(2), -1.0), ValueError, "grad_reverse"),
+    (lambda: mm.masked_softmax([1.0, 2.0], torch.ones(2, dtype=torch.bool)), TypeError, "masked_softmax"),
+    (lambda: mm.masked_softmax(torch.ones(2, 3), torch.ones(2, 3)), TypeError, "masked_softmax"),
+    (lambda: mm.masked_softmax(torch.ones(2, 3), torch.ones(4, dtype=torch.bool)), ValueError, "masked_softmax"),
+    (lambda: mm.masked_mean(np.ones((2, 3, 4)), torch.ones(2, 3, dtype=torch.bool)), TypeError, "masked_mean"),
+    (lambda: mm.masked_mean(torch.ones(2, 3, 4), torch.ones(2, 4, dtype=torch.bool)), ValueError, "masked_mean"),
+    (lambda: mm.LateFusion(None), TypeError, "LateFusion"),
+    (lambda: mm.LateFusion(["image"]), TypeError, "LateFusion"),
+    (lambda: mm.make_model("concat", d=0), ValueError, "make_model"),
+    (lambda: mm.make_model("tensor", p=0), ValueError, "TensorFusion"),
+    (lambda: mm.make_model("lowrank", rank=0), ValueError, "LowRankFusion"),
+    (lambda: mm.make_model("concat", n_classes=1), ValueError, "make_model"),
+    (lambda: mm.make_model("concat")(None), TypeError, "FusionClassifier"),
+    (lambda: mm.make_model("concat")({"image": [[0.0]], "signal": None, "tokens": None}), TypeError, "FusionClassifier"),
+    (lambda: mm.make_model("concat", modalities=("image",))({"image": torch.zeros(2, 64)}), ValueError, "FusionClassifier"),
+    (lambda: mm.make_model("concat", modalities=("signal",))({"signal": torch.zeros(2, 41)}), ValueError, "FusionClassifier"),
+    (lambda: mm.make_model("concat", modalities=("tokens",))({"tokens": torch.zeros(2, 5)}), TypeError, "FusionClassifier"),
+    (lambda: mm.make_model("early", modalities=("tokens",))({"tokens": torch.zeros(2, 7, dtype=torch.long)}),
+     ValueError, "EarlyFusionClassifier"),
+    (lambda: mm.TensorFusion(3, 4)(torch.zeros(2, 2, 4), torch.ones(2, 2, dtype=torch.bool)), ValueError, "TensorFusion"),
+    (lambda: mm.ConcatFusion(3, 4)(torch.zeros(2, 3, 4), torch.ones(2, 2, dtype=torch.bool)), ValueError, "ConcatFusion"),
+    (lambda: mm.ImageEncoder()(np.zeros((2, 1, 8, 8), dtype=np.float32)), TypeError, "ImageEncoder"),
+    (lambda: mm.make_encoder("image", d=2.5), TypeError, "make_encoder"),
+    (lambda: mm.dann_lambda(float("nan")), ValueError, "dann_lambda"),
+    (lambda: mm.InvariantAdapter(n_modalities=1), ValueError, "InvariantAdapter"),
+    (lambda: mm.InvariantAdapter().embed(torch.zeros(2, 3, 32)), ValueError, "InvariantAdapter.embed"),
+    (lambda: mm.train_invariant(mm.InvariantAdapter(), torch.zeros(4, 2, 32), torch.zeros(3, dtype=torch.long)),
+     ValueError, "train_invariant"),
+    (lambda: mm.train_invariant(mm.InvariantAdapter(), [[0.0]], torch.zeros(3, dtype=torch.long)), TypeError, "train_invariant"),
+    (lambda: mm.modality_probe_accuracy(torch.zeros(4, 2, 3), torch.full((4, 2, 3), float("nan"))), ValueError,
+     "modality_probe_accuracy"),
+    (lambda: mm.encode_features(None, None), TypeError, "encode_features"),
+    (lambda: mm.present(3, ("image", "signal"), drop="image"), TypeError, "present"),
+    (lambda: mm.noisy_spelling(12, 0.1, 0.1, np.random.default_rng(0)), ValueError, "noisy_spelling"),
+    (lambda: mm.fit_stacking(None, None), TypeError, "fit_stacking"),
+    (lambda: mm.ContrastiveAligner(d=0), ValueError, "ContrastiveAligner"),
+    (lambda: mm.ContrastiveAligner().embed("image", torch.zeros(2, 40)), ValueError, "ContrastiveAligner.embed"),
+])
+def test_bad_input_gives_a_clear_error(call, error, where):
+    with pytest.raises(error) as info:
+        call()
+    assert str(info.value).startswith(where), str(info.value)

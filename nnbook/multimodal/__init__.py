@@ -5,7 +5,8 @@ readable top to bottom:
 
 * :mod:`.data` — the multimodal digits set (:func:`load_multimodal_digits`): every
   sample is an 8×8 image, a 40-step signal and a noisy spelling of the class word,
-  paired *by class*, each corrupted on purpose (:class:`Corruption`);
+  paired *by class*, each corrupted on purpose (:class:`Corruption`); and a re-pairing
+  whose label needs two modalities together (:func:`interaction_task`, "same digit?");
 * :mod:`.encoders` — one small encoder per modality (:func:`make_encoder`);
 * :mod:`.fusion` — early, feature-level and late fusion, and the models built from
   them (:func:`make_model`, :class:`LateFusion`); **a new fusion method goes here**;
@@ -26,11 +27,12 @@ Conventions used throughout:
 Every public name is re-exported here, so ``from nnbook import multimodal as mm``
 then ``mm.make_model(...)`` works whatever module a name lives in.
 """
-from .data import (CLASS_WORDS, FUSIONS, MAX_LEN, MODALITIES, PAD, VOCAB, Corruption, MultimodalDigits,
-                   MultimodalPart, build_multimodal_digits, decode_tokens, encode_word, load_multimodal_digits,
-                   noisy_spelling)
-from .encoders import ENCODERS, ImageEncoder, SignalEncoder, TokenEncoder, make_encoder, masked_mean
-from .fusion import (FEATURE_FUSIONS, AttentionFusion, CoAttentionFusion, ConcatFusion, EarlyFusionClassifier,
+from .data import (CLASS_WORDS, FUSIONS, INTERACTION_TASKS, MAX_LEN, MODALITIES, PAD, VOCAB, Corruption,
+                   MultimodalDigits, MultimodalPart, build_multimodal_digits, decode_tokens, encode_word,
+                   interaction_part, interaction_task, load_multimodal_digits, noisy_spelling)
+from .encoders import ENCODERS, SAMPLE_SHAPES, ImageEncoder, SignalEncoder, TokenEncoder, make_encoder, masked_mean
+from .fusion import (FEATURE_FUSIONS, AttentionFusion, CoAttentionFusion, ConcatFusion, CrossAttentionFusion,
+                     EarlyFusionClassifier,
                      FusionClassifier, LateFusion, LowRankFusion, MeanFusion, TensorFusion, WeightedFusion,
                      check_inputs, make_model, masked_softmax)
 from .training import (Batches, accuracy, classification_loss, fit_stacking, masked_step, modality_dropout_mask,
@@ -40,7 +42,8 @@ from .invariance import (InvariantAdapter, dann_lambda, encode_features, grad_re
                          train_invariant)
 
 __all__ = [
-    "CLASS_WORDS", "FUSIONS", "MAX_LEN", "MODALITIES", "PAD", "VOCAB", "Corruption", "MultimodalDigits",
+    "CLASS_WORDS", "FUSIONS", "INTERACTION_TASKS", "interaction_part", "interaction_task", "SAMPLE_SHAPES",
+    "CrossAttentionFusion", "MAX_LEN", "MODALITIES", "PAD", "VOCAB", "Corruption", "MultimodalDigits",
     "MultimodalPart", "build_multimodal_digits", "decode_tokens", "encode_word", "load_multimodal_digits",
     "noisy_spelling", "ENCODERS", "ImageEncoder", "SignalEncoder", "TokenEncoder", "make_encoder", "masked_mean",
     "FEATURE_FUSIONS", "AttentionFusion", "CoAttentionFusion", "ConcatFusion", "EarlyFusionClassifier",

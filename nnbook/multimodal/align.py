@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .._checks import _given, check_int, check_positive, check_tensor
 from .fusion import _check_modalities, check_inputs
 from .encoders import make_encoder
 
@@ -32,10 +33,31 @@ def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor | float = 1
         scale: inverse temperature (a tensor, so it can be learned, or a float).
 
     Raises:
-        ValueError: shapes differ or are not 2-D.
+        TypeError: ``za``/``zb`` are not floating-point tensors; ``scale`` is not a number
+            or one-element float tensor.
+        ValueError: shapes differ or are not 2-D; NaN or Inf in the embeddings; ``scale <= 0``
+            or not finite.
+
+    Examples:
+        >>> za = torch.eye(3)
+        >>> round(float(info_nce(za, za, scale=10.0)), 4)   # perfectly matched pairs: small loss
+        0.0001
+        >>> info_nce(za, za, scale=-1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: info_nce: scale must be in (0.0, inf], got -1.0
     """
-    if za.dim() != 2 or za.shape != zb.shape:
-        raise ValueError(f"info_nce: expected two (B, e) tensors of the same shape, got {tuple(za.shape)} and {tuple(zb.shape)}")
+    check_tensor(za, "info_nce", "za", ndim=2, floating=True, finite=True)
+    check_tensor(zb, "info_nce", "zb", ndim=2, floating=True, finite=True)
+    if za.shape != zb.shape:
+        raise ValueError(f"info_nce: za and zb must have the same shape (B, e), got {tuple(za.shape)} and {tuple(zb.shape)}")
+    if isinstance(scale, torch.Tensor):
+        if scale.numel() != 1 or not scale.is_floating_point():
+            raise TypeError(f"info_nce: scale must be a positive number or a one-element float tensor, got {_given(scale)}")
+        if not bool(torch.isfinite(scale.detach()).all()) or float(scale.detach()) <= 0:
+            raise ValueError(f"info_nce: scale (inverse temperature) must be finite and > 0, got {float(scale.detach())}")
+    else:
+        scale = check_positive(scale, "info_nce", "scale")
     za, zb = F.normalize(za, dim=1), F.normalize(zb, dim=1)
     logits = scale * za @ zb.T
     target = torch.arange(len(za), device=za.device)
@@ -50,11 +72,18 @@ class ContrastiveAligner(nn.Module):
     and clamped to at most 100, as in CLIP.  ``encoders`` (optional) starts from trained
     encoders, which are copied, never modified.  Train with
     ``train(aligner, part, loss_fn=contrastive_loss)``.
+
+    Raises:
+        ValueError: ``temperature`` not finite and > 0; ``d`` or ``embed`` < 1; the two
+            modalities equal or unknown; ``encoders`` not given for exactly ``(a, b)``.
     """
 
     def __init__(self, a: str = "image", b: str = "signal", d: int = 32, embed: int = 32, temperature: float = 0.1,
                  encoders: Mapping[str, nn.Module] | None = None):
         super().__init__()
+        temperature = check_positive(temperature, "ContrastiveAligner", "temperature")
+        d = check_int(d, "ContrastiveAligner", "d", minimum=1)
+        embed = check_int(embed, "ContrastiveAligner", "embed", minimum=1)
         self.modalities = _check_modalities((a, b))
         if len(self.modalities) != 2:
             raise ValueError("ContrastiveAligner aligns exactly two different modalities")
@@ -70,7 +99,8 @@ class ContrastiveAligner(nn.Module):
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings ``(N, embed)`` of one modality's inputs."""
         if modality not in self.modalities:
-            raise ValueError(f"this aligner embeds {self.modalities}, not {modality!r}")
+            raise ValueError(f"ContrastiveAligner.embed: modality must be one of {self.modalities}, got {modality!r}")
+        check_inputs({modality: x}, (modality,), None, "ContrastiveAligner.embed")
         return F.normalize(self.proj[modality](self.encoders[modality](x)), dim=1)
 
     def forward(self, inputs, mask=None):
@@ -109,12 +139,33 @@ def recall_at_k(queries: torch.Tensor, candidates: torch.Tensor, ks: Sequence[in
         ``{k: fraction of queries with a correct candidate among the k most similar}``.
 
     Raises:
-        ValueError: mismatched shapes, a bad ``k``, or only one of the label tensors given.
+        TypeError: embeddings not floating-point tensors, labels not integer tensors,
+            ``ks`` not a sequence of ints.
+        ValueError: mismatched shapes, NaN or Inf in the embeddings, a bad ``k``, or only
+            one of the label tensors given.
+
+    Examples:
+        >>> z = torch.eye(4)
+        >>> recall_at_k(z, z, ks=(1,))
+        {1: 1.0}
     """
-    if queries.dim() != 2 or candidates.dim() != 2 or queries.shape[1] != candidates.shape[1]:
-        raise ValueError(f"recall_at_k: expected (Q, e) and (N, e), got {tuple(queries.shape)} and {tuple(candidates.shape)}")
+    check_tensor(queries, "recall_at_k", "queries", ndim=2, floating=True, finite=True)
+    check_tensor(candidates, "recall_at_k", "candidates", ndim=2, floating=True, finite=True)
+    if queries.shape[1] != candidates.shape[1]:
+        raise ValueError(f"recall_at_k: queries (Q, e) and candidates (N, e) must share e, got {tuple(queries.shape)} "
+                         f"and {tuple(candidates.shape)}")
     if (query_labels is None) != (candidate_labels is None):
         raise ValueError("recall_at_k: give both query_labels and candidate_labels (class match) or neither (instance match)")
+    if query_labels is not None:
+        for name, lab, n in (("query_labels", query_labels, len(queries)), ("candidate_labels", candidate_labels, len(candidates))):
+            check_tensor(lab, "recall_at_k", name, ndim=1)
+            if lab.is_floating_point() or lab.dtype == torch.bool:
+                raise TypeError(f"recall_at_k: {name} must be an integer tensor, got dtype {lab.dtype}")
+            if len(lab) != n:
+                raise ValueError(f"recall_at_k: {name} must have one label per row ({n}), got {len(lab)}")
+    if isinstance(ks, (int, str)) or not isinstance(ks, Sequence) or not ks:
+        raise TypeError(f"recall_at_k: ks must be a non-empty sequence of ints, got {_given(ks)}")
+    ks = [check_int(k, "recall_at_k", "k") for k in ks]
     N = len(candidates)
     if any(not 1 <= k <= N for k in ks):
         raise ValueError(f"recall_at_k: every k must be in 1..{N}, got {list(ks)}")

@@ -7,6 +7,7 @@ so that none of them is sufficient on its own.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -24,7 +25,7 @@ VOCAB: tuple[str, ...] = ("<pad>",) + tuple(sorted(set("".join(CLASS_WORDS))))
 PAD = 0
 MAX_LEN = max(len(w) for w in CLASS_WORDS)  # 5 characters
 FUSIONS: tuple[str, ...] = ("early", "concat", "mean", "weighted", "attention",
-                            "tensor", "lowrank", "coattention")
+                            "tensor", "lowrank", "coattention", "crossattention")
 
 
 # ---------------------------------------------------------------------------
@@ -58,13 +59,17 @@ class Corruption:
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"Corruption.{f.name} must be a number >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"Corruption: {f.name} must be a number >= 0, got {v!r}")
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"Corruption: {f.name} must be a finite number >= 0, got {v!r}")
+            if f.name.endswith("occlusion") and v != int(v):
+                raise ValueError(f"Corruption: {f.name} is a size in pixels or steps and must be a whole number, got {v!r}")
         if self.token_substitution > 1 or self.token_drop > 1:
-            raise ValueError("Corruption.token_substitution and token_drop are probabilities in [0, 1], "
+            raise ValueError("Corruption: token_substitution and token_drop are probabilities in [0, 1], "
                              f"got {self.token_substitution} and {self.token_drop}")
         if self.image_occlusion > 8 or self.signal_occlusion > 40:
-            raise ValueError(f"occlusions must fit the input (image <= 8 px, signal <= 40 steps), "
+            raise ValueError(f"Corruption: occlusions must fit the input (image <= 8 px, signal <= 40 steps), "
                              f"got {self.image_occlusion} and {self.signal_occlusion}")
 
 
@@ -135,12 +140,12 @@ def encode_word(word: str) -> list[int]:
         ValueError: a character is not in the vocabulary, or the word is empty or longer than 5.
     """
     if not isinstance(word, str):
-        raise TypeError(f"word must be a str, got {type(word).__name__}")
+        raise TypeError(f"encode_word: word must be a str, got {type(word).__name__}")
     if not 1 <= len(word) <= MAX_LEN:
-        raise ValueError(f"word must have 1..{MAX_LEN} characters, got {word!r}")
+        raise ValueError(f"encode_word: word must have 1..{MAX_LEN} characters, got {word!r}")
     bad = sorted(set(word) - set(VOCAB[1:]))
     if bad:
-        raise ValueError(f"characters {bad} of {word!r} are not in the vocabulary {''.join(VOCAB[1:])}")
+        raise ValueError(f"encode_word: characters {bad} of {word!r} are not in the vocabulary {''.join(VOCAB[1:])}")
     return [VOCAB.index(ch) for ch in word]
 
 
@@ -152,9 +157,24 @@ def decode_tokens(tokens: torch.Tensor) -> list[str]:
 
     Returns:
         A list of ``N`` strings (one string in a list for a 1-D input).
+
+    Raises:
+        TypeError: ``tokens`` is not an integer tensor.
+        ValueError: an index outside ``[0, len(VOCAB))`` (a negative one would silently
+            wrap around to the end of the vocabulary).
+
+    Examples:
+        >>> decode_tokens(torch.tensor([encode_word("six") + [0, 0]]))
+        ['six']
     """
     if not isinstance(tokens, torch.Tensor):
-        raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
+        raise TypeError(f"decode_tokens: tokens must be a torch.Tensor, got {type(tokens).__name__}")
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool or tokens.dim() == 0:
+        raise TypeError(f"decode_tokens: tokens must be an integer tensor of shape (N, L) or (L,), got dtype "
+                        f"{tokens.dtype} and shape {tuple(tokens.shape)}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= len(VOCAB)):
+        raise ValueError(f"decode_tokens: indices must lie in [0, {len(VOCAB)}), got values in "
+                         f"[{int(tokens.min())}, {int(tokens.max())}]")
     rows = tokens.reshape(-1, tokens.shape[-1]).tolist()
     return ["".join(VOCAB[i] for i in row if i != PAD) for row in rows]
 
@@ -169,7 +189,18 @@ def noisy_spelling(label: int, substitution: float, drop: float, rng: np.random.
     Returns:
         ``(token_ids, n_errors)``: the indices (unpadded, length 1..5) and the number of
         characters that were dropped or changed into a different letter.
+
+    Raises:
+        TypeError: ``rng`` is not a NumPy ``Generator``.
+        ValueError: ``label`` outside ``0..9``; ``substitution`` or ``drop`` outside ``[0, 1]``.
     """
+    from .._checks import check_fraction, check_int
+
+    label = check_int(label, "noisy_spelling", "label", minimum=0, maximum=9)
+    substitution = check_fraction(substitution, "noisy_spelling", "substitution", allow_one=True)
+    drop = check_fraction(drop, "noisy_spelling", "drop", allow_one=True)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"noisy_spelling: rng must be a numpy.random.Generator, got {type(rng).__name__}")
     out, errors = [], 0
     for t in encode_word(CLASS_WORDS[label]):
         r = rng.random()
@@ -331,3 +362,98 @@ def load_multimodal_digits(n_train: int = 2000, n_val: int = 500, n_test: int = 
 
 
 # ---------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------
+# A task that needs an interaction between modalities
+# ---------------------------------------------------------------------------
+INTERACTION_TASKS: tuple[str, ...] = ("same", "sum")
+
+
+def interaction_part(part: MultimodalPart, task: str = "same", seed: int = 0,
+                     partner: str = "tokens") -> MultimodalPart:
+    """Re-pair ``part`` so that the label needs the image *and* a partner modality together.
+
+    Every sample keeps its image (and its other modality, which still shows the image's
+    digit); its ``partner`` modality (``"tokens"`` or ``"signal"``) is replaced by that of
+    another sample of ``part``, drawn so that the new label depends on the two digits
+    *together*:
+
+    * ``"same"``: ``y = 1`` when the image's digit equals the signal's digit, else 0.
+      With probability 1/2 the partner signal has the image's class, else a class drawn
+      uniformly from the other nine;
+    * ``"sum"``: ``y = (image digit + signal digit) mod 10``, the partner drawn uniformly
+      from all of ``part``.
+
+    In both, the partner's digit is uniform and independent of the image's digit given the
+    task's construction, so the label is independent of each modality alone: a unimodal
+    classifier, and any late fusion of unimodal classifiers of this label, is at chance
+    (1/2 for ``"same"``, 1/10 for ``"sum"``). Built from one split only, so splits still
+    share no underlying sample.
+
+    Args:
+        part: a split of :func:`load_multimodal_digits` (labels ``0..9``, every class present).
+        task: ``"same"`` or ``"sum"``.
+        seed: seeds the re-pairing.
+        partner: the modality taken from another sample: ``"tokens"`` (the spelling:
+            "does the word name the digit in the picture?") or ``"signal"``.
+
+    Returns:
+        A :class:`MultimodalPart` of the same length: the image and its source as in
+        ``part``; the partner modality (with its source or error count) from the partner
+        sample; the third modality as in ``part``; ``y`` the new int64 label.
+
+    Raises:
+        TypeError: ``part`` is not a :class:`MultimodalPart`.
+        ValueError: unknown ``task`` or ``partner``, or a class missing from ``part``.
+
+    Examples:
+        >>> ds = build_multimodal_digits(20, 10, 10, seed=0)
+        >>> same = interaction_part(ds.train, "same", seed=0)
+        >>> len(same), sorted(set(same.y.tolist())) == [0, 1]
+        (20, True)
+    """
+    from .._checks import check_choice, check_int
+
+    if not isinstance(part, MultimodalPart):
+        raise TypeError(f"interaction_part: part must be a MultimodalPart, got {type(part).__name__}")
+    check_choice(task, "interaction_part", "task", INTERACTION_TASKS)
+    check_choice(partner, "interaction_part", "partner", ("tokens", "signal"))
+    seed = check_int(seed, "interaction_part", "seed", minimum=0)
+    rng = np.random.default_rng(seed)
+    y = part.y.numpy()
+    by_class = [np.flatnonzero(y == c) for c in range(10)]
+    if any(len(b) == 0 for b in by_class):
+        raise ValueError("interaction_part: every class 0..9 must occur in part, got counts "
+                         f"{[len(b) for b in by_class]}")
+    n = len(y)
+    if task == "same":
+        same = rng.permutation(np.arange(n) % 2 == 0)  # exactly half the samples (rounded up) match
+        other = (y + rng.integers(1, 10, size=n)) % 10  # uniform over the nine other classes
+        partner_class = np.where(same, y, other)
+    else:
+        partner_class = rng.integers(0, 10, size=n)
+    partner_idx = np.array([rng.choice(by_class[c]) for c in partner_class])
+    label = (partner_class == y).astype(np.int64) if task == "same" else (y + partner_class) % 10
+    idx = torch.from_numpy(partner_idx)
+    moved = ("tokens", "token_errors") if partner == "tokens" else ("signal", "signal_source")
+    new = {f.name: getattr(part, f.name)[idx] if f.name in moved else getattr(part, f.name) for f in fields(part)}
+    new["y"] = torch.from_numpy(label.astype(np.int64))
+    return MultimodalPart(**new)
+
+
+def interaction_task(data: MultimodalDigits, task: str = "same", seed: int = 0,
+                     partner: str = "tokens") -> MultimodalDigits:
+    """:func:`interaction_part` applied to each split (with seeds ``seed``, ``seed+1``, ``seed+2``).
+
+    Returns:
+        A :class:`MultimodalDigits` whose ``n_classes`` is 2 (``"same"``) or 10 (``"sum"``).
+
+    Raises:
+        TypeError: ``data`` is not a :class:`MultimodalDigits`; see :func:`interaction_part`.
+    """
+    if not isinstance(data, MultimodalDigits):
+        raise TypeError(f"interaction_task: data must be a MultimodalDigits, got {type(data).__name__}")
+    parts = {s: interaction_part(getattr(data, s), task, seed + i, partner)
+             for i, s in enumerate(("train", "val", "test"))}
+    return MultimodalDigits(**parts, corruption=data.corruption, n_classes=2 if task == "same" else 10)

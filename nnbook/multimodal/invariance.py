@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .._checks import _given, check_float, check_int, check_model, check_tensor
 from ..train import fit
 from .data import MultimodalPart
 from .fusion import _check_modalities
@@ -33,10 +34,17 @@ def grad_reverse(x: torch.Tensor, lambd: float = 1.0) -> torch.Tensor:
     ``-lambd`` in the backward pass.
 
     Raises:
-        ValueError: ``lambd < 0``.
+        TypeError: ``x`` is not a floating-point tensor; ``lambd`` not a number.
+        ValueError: ``lambd`` negative or not finite.
+
+    Examples:
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> grad_reverse(x, 0.5).sum().backward()
+        >>> x.grad
+        tensor([-0.5000, -0.5000])
     """
-    if lambd < 0:
-        raise ValueError(f"grad_reverse: lambd must be >= 0, got {lambd}")
+    check_tensor(x, "grad_reverse", "x", floating=True, nonempty=False)
+    lambd = check_float(lambd, "grad_reverse", "lambd", minimum=0.0)
     return _GradReverse.apply(x, lambd)
 
 
@@ -46,6 +54,8 @@ def dann_lambda(progress: float, lambd: float = 1.0) -> float:
     Starts at 0 (while the features are still random the discriminator's gradient is
     noise) and approaches ``lambd`` as training ``progress`` ``p`` goes from 0 to 1.
     """
+    progress = check_float(progress, "dann_lambda", "progress", minimum=0.0, maximum=1.0)
+    lambd = check_float(lambd, "dann_lambda", "lambd", minimum=0.0)
     return lambd * (2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0)
 
 
@@ -67,8 +77,11 @@ class InvariantAdapter(nn.Module):
     def __init__(self, n_modalities: int = 2, d: int = 32, n_classes: int = 10, lambd: float = 1.0,
                  disc_hidden: int = 0):
         super().__init__()
-        if n_modalities < 2:
-            raise ValueError(f"InvariantAdapter needs at least 2 modalities, got {n_modalities}")
+        n_modalities = check_int(n_modalities, "InvariantAdapter", "n_modalities", minimum=2)
+        d = check_int(d, "InvariantAdapter", "d", minimum=1)
+        n_classes = check_int(n_classes, "InvariantAdapter", "n_classes", minimum=2)
+        lambd = check_float(lambd, "InvariantAdapter", "lambd", minimum=0.0)
+        disc_hidden = check_int(disc_hidden, "InvariantAdapter", "disc_hidden", minimum=0)
         self.d, self.lambd = d, lambd
         self.adapters = nn.ModuleList(nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
                                       for _ in range(n_modalities))
@@ -77,8 +90,10 @@ class InvariantAdapter(nn.Module):
                               if disc_hidden else nn.Linear(d, n_modalities))
 
     def embed(self, feats: torch.Tensor) -> torch.Tensor:
-        if feats.dim() != 3 or feats.shape[1] != len(self.adapters) or feats.shape[2] != self.d:
-            raise ValueError(f"expected features (B, {len(self.adapters)}, {self.d}), got {tuple(feats.shape)}")
+        check_tensor(feats, "InvariantAdapter.embed", "feats", ndim=3, floating=True)
+        if feats.shape[1] != len(self.adapters) or feats.shape[2] != self.d:
+            raise ValueError(f"InvariantAdapter.embed: feats must have shape (B, {len(self.adapters)}, {self.d}), "
+                             f"got {tuple(feats.shape)}")
         z = torch.stack([a(feats[:, m]) for m, a in enumerate(self.adapters)], dim=1)
         return F.layer_norm(z, (self.d,))
 
@@ -107,21 +122,47 @@ def train_invariant(model: InvariantAdapter, feats: torch.Tensor, y: torch.Tenso
         ``{"loss": [...], "disc_acc": [...]}`` per step (discriminator accuracy on the batch).
 
     Raises:
-        ValueError: ``feats`` and ``y`` disagree in length.
+        TypeError: ``model`` is not an :class:`InvariantAdapter`; ``feats``/``y`` not tensors.
+        ValueError: ``feats`` and ``y`` disagree in length; NaN/Inf in ``feats``; labels
+            out of range; ``steps``/``batch_size`` < 1; ``lr`` or ``disc_weight_decay`` invalid.
     """
+    from .._checks import check_labels, check_positive
+
+    if not isinstance(model, InvariantAdapter):
+        raise TypeError(f"train_invariant: model must be an InvariantAdapter, got {_given(model)}")
+    check_tensor(feats, "train_invariant", "feats", ndim=3, floating=True, finite=True)
+    check_labels(y, "train_invariant", model.head[-1].out_features, name="y")
     if len(feats) != len(y):
-        raise ValueError(f"feats and y must have the same length, got {len(feats)} and {len(y)}")
-    # This loop is written out on purpose: the two-player game (a discriminator that
-    # descends its loss while the reversed gradient makes the adapters ascend it, with
-    # weight decay on the discriminator only) is the lesson of this section, and it
-    # reads best as the plain five lines of a training step.
+        raise ValueError(f"train_invariant: feats and y must have the same length, got {len(feats)} and {len(y)}")
+    steps = check_int(steps, "train_invariant", "steps", minimum=1)
+    batch_size = check_int(batch_size, "train_invariant", "batch_size", minimum=1)
+    lr = check_positive(lr, "train_invariant", "lr")
+    disc_weight_decay = check_float(disc_weight_decay, "train_invariant", "disc_weight_decay", minimum=0.0)
+    seed = check_int(seed, "train_invariant", "seed", minimum=0)
+    was_training = model.training
     gen = torch.Generator().manual_seed(seed)
     disc = list(model.discriminator.parameters())
     rest = [p for p in model.parameters() if all(p is not q for q in disc)]
     opt = torch.optim.SGD([{"params": rest}, {"params": disc, "weight_decay": disc_weight_decay}], lr=lr)
     M = feats.shape[1]
+    if M != len(model.adapters) or feats.shape[2] != model.d:
+        raise ValueError(f"train_invariant: feats must have shape (N, {len(model.adapters)}, {model.d}), "
+                         f"got {tuple(feats.shape)}")
     log = {"loss": [], "disc_acc": []}
     model.train()
+    try:
+        _game(model, feats, y, steps, batch_size, opt, gen, M, log)
+    finally:
+        model.train(was_training)
+    model.eval()
+    return log
+
+
+def _game(model, feats, y, steps, batch_size, opt, gen, M, log) -> None:
+    # This loop is written out on purpose: the two-player game (a discriminator that
+    # descends its loss while the reversed gradient makes the adapters ascend it, with
+    # weight decay on the discriminator only) is the lesson of this section, and it
+    # reads best as the plain five lines of a training step.
     for step in range(steps):
         idx = torch.randint(len(feats), (batch_size,), generator=gen)
         z = model.embed(feats[idx])  # (B, M, d)
@@ -134,8 +175,6 @@ def train_invariant(model: InvariantAdapter, feats: torch.Tensor, y: torch.Tenso
         opt.step()
         log["loss"].append(float(loss.detach()))
         log["disc_acc"].append(float((d_logits.argmax(1) == which).float().mean()))
-    model.eval()
-    return log
 
 
 def encode_features(encoders: Mapping[str, nn.Module], part: MultimodalPart, batch_size: int = 1000) -> torch.Tensor:
@@ -146,19 +185,28 @@ def encode_features(encoders: Mapping[str, nn.Module], part: MultimodalPart, bat
             order of the mapping gives the order of ``M``.
 
     Raises:
+        TypeError: ``encoders`` is not a mapping of modules, ``part`` not a :class:`MultimodalPart`.
         ValueError: an unknown modality name.
     """
-    _check_modalities(list(encoders))
+    if not isinstance(encoders, Mapping) or not encoders:
+        raise TypeError(f"encode_features: encoders must be a non-empty dict {{modality: encoder}}, got {_given(encoders)}")
+    for m, enc in encoders.items():
+        check_model(enc, "encode_features", f"encoders[{m!r}]")
+    if not isinstance(part, MultimodalPart):
+        raise TypeError(f"encode_features: part must be a MultimodalPart, got {_given(part)}")
+    batch_size = check_int(batch_size, "encode_features", "batch_size", minimum=1)
     inputs = part.inputs()
     outs = []
     with torch.no_grad():
         for m, enc in encoders.items():
             was = enc.training
             enc.eval()
-            dev = next(enc.parameters()).device
-            outs.append(torch.cat([enc(inputs[m][s:s + batch_size].to(dev)).cpu()
-                                   for s in range(0, len(part), batch_size)]))
-            enc.train(was)
+            try:
+                dev = next(enc.parameters()).device
+                outs.append(torch.cat([enc(inputs[m][s:s + batch_size].to(dev)).cpu()
+                                       for s in range(0, len(part), batch_size)]))
+            finally:
+                enc.train(was)
     return torch.stack(outs, dim=1)
 
 
@@ -177,11 +225,18 @@ def modality_probe_accuracy(train_feats: torch.Tensor, test_feats: torch.Tensor,
         hidden: width of the probe's hidden layer; 0 gives a linear (logistic-regression) probe.
 
     Raises:
-        ValueError: the two tensors disagree in ``M`` or ``d``, or are not 3-D.
+        TypeError: the features are not floating-point tensors.
+        ValueError: the two tensors disagree in ``M`` or ``d``, are not 3-D, hold NaN or
+            Inf, or ``M < 2``; ``steps < 1``; ``hidden < 0``.
     """
-    if train_feats.dim() != 3 or train_feats.shape[1:] != test_feats.shape[1:]:
-        raise ValueError(f"expected (N, M, d) features with equal M and d, got {tuple(train_feats.shape)} "
-                         f"and {tuple(test_feats.shape)}")
+    check_tensor(train_feats, "modality_probe_accuracy", "train_feats", ndim=3, floating=True, finite=True)
+    check_tensor(test_feats, "modality_probe_accuracy", "test_feats", ndim=3, floating=True, finite=True)
+    if train_feats.shape[1:] != test_feats.shape[1:] or train_feats.shape[1] < 2:
+        raise ValueError(f"modality_probe_accuracy: expected (N, M, d) features with equal M >= 2 and d, got "
+                         f"{tuple(train_feats.shape)} and {tuple(test_feats.shape)}")
+    steps = check_int(steps, "modality_probe_accuracy", "steps", minimum=1)
+    hidden = check_int(hidden, "modality_probe_accuracy", "hidden", minimum=0)
+    seed = check_int(seed, "modality_probe_accuracy", "seed", minimum=0)
     g = torch.Generator().manual_seed(seed)
     M, d = train_feats.shape[1:]
     x = train_feats.detach().flatten(0, 1).cpu()

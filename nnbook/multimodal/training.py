@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._checks import check_fraction, check_int, check_model
+from .._checks import _given, check_fraction, check_int, check_model
 from ..train import History, _model_device, evaluate, fit
 from ..train import predict as predict_batches
 from .data import MultimodalPart
@@ -32,10 +32,17 @@ def modality_dropout_mask(batch: int, n_modalities: int, p: float, generator: to
         bool ``(batch, n_modalities)``, at least one ``True`` per row.
 
     Raises:
-        ValueError: ``p`` outside ``[0, 1]``.
+        TypeError: ``batch``/``n_modalities`` not ints, ``p`` not a number.
+        ValueError: ``p`` outside ``[0, 1]`` or NaN; ``batch`` < 0; ``n_modalities`` < 1.
+
+    Examples:
+        >>> keep = modality_dropout_mask(4, 3, 0.5, torch.Generator().manual_seed(0))
+        >>> tuple(keep.shape), bool(keep.any(1).all())
+        ((4, 3), True)
     """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"modality dropout p must be in [0, 1], got {p}")
+    batch = check_int(batch, "modality_dropout_mask", "batch", minimum=0)
+    n_modalities = check_int(n_modalities, "modality_dropout_mask", "n_modalities", minimum=1)
+    p = check_fraction(p, "modality_dropout_mask", "p", allow_one=True)
     keep = torch.rand(batch, n_modalities, generator=generator) >= p
     empty = ~keep.any(1)
     if empty.any():
@@ -48,8 +55,13 @@ def present(n: int, modalities: Sequence[str], drop: Sequence[str] = ()) -> torc
     """Presence mask ``(n, M)`` with the modalities named in ``drop`` absent for every sample.
 
     Raises:
-        ValueError: a name in ``drop`` is not one of ``modalities``.
+        TypeError: ``drop`` is a single string instead of a sequence of names.
+        ValueError: a name in ``drop`` is not one of ``modalities``; ``n < 0``.
     """
+    n = check_int(n, "present", "n", minimum=0)
+    if isinstance(drop, str) or isinstance(modalities, str):
+        raise TypeError(f"present: drop and modalities must be sequences of names such as ('image',), got "
+                        f"{drop!r} and {modalities!r}")
     bad = [m for m in drop if m not in modalities]
     if bad:
         raise ValueError(f"cannot drop {bad}: the model's modalities are {list(modalities)}")
@@ -79,6 +91,12 @@ class Batches:
 
     def __init__(self, part: MultimodalPart, batch_size: int, n_modalities: int,
                  modality_dropout: float = 0.0, seed: int = 0):
+        if not isinstance(part, MultimodalPart):
+            raise TypeError(f"Batches: part must be a MultimodalPart, got {_given(part)}")
+        batch_size = check_int(batch_size, "Batches", "batch_size", minimum=1)
+        n_modalities = check_int(n_modalities, "Batches", "n_modalities", minimum=1)
+        modality_dropout = check_fraction(modality_dropout, "Batches", "modality_dropout")
+        seed = check_int(seed, "Batches", "seed", minimum=0)
         self.part, self.batch_size, self.n_modalities = part, batch_size, n_modalities
         self.modality_dropout = modality_dropout
         self.gen = torch.Generator().manual_seed(seed)
@@ -141,7 +159,8 @@ def train(model: nn.Module, part: MultimodalPart, *, epochs: int = 5, lr: float 
     """
     check_model(model, "train")
     if not isinstance(part, MultimodalPart):
-        raise TypeError(f"train: part must be a MultimodalPart, got {type(part).__name__}")
+        raise TypeError(f"train: part must be a MultimodalPart, got {_given(part)}")
+    seed = check_int(seed, "train", "seed", minimum=0)
     epochs = check_int(epochs, "train", "epochs", minimum=1)
     batch_size = check_int(batch_size, "train", "batch_size", minimum=1)
     modality_dropout = check_fraction(modality_dropout, "train", "modality_dropout")
@@ -170,7 +189,11 @@ class _WithMask(nn.Module):
 
 def _inputs_for(model: nn.Module, part: MultimodalPart, mask, drop: Sequence[str], where: str):
     if not isinstance(part, MultimodalPart):
-        raise TypeError(f"{where}: part must be a MultimodalPart, got {type(part).__name__}")
+        raise TypeError(f"{where}: part must be a MultimodalPart, got {_given(part)}")
+    if not hasattr(model, "modalities"):
+        raise ValueError(f"{where}: the model must have a `modalities` attribute (a multimodal model)")
+    if isinstance(drop, str):
+        raise TypeError(f"{where}: drop must be a sequence of modality names such as ('image',), got {drop!r}")
     if drop:
         mask = present(len(part), model.modalities, drop)
     if mask is not None:
@@ -197,6 +220,7 @@ def predict(model: nn.Module, part: MultimodalPart, mask: torch.Tensor | None = 
         ValueError: ``mask`` has the wrong shape; ``drop`` names an unknown modality.
     """
     check_model(model, "predict")
+    batch_size = check_int(batch_size, "predict", "batch_size", minimum=1)
     inputs, mask = _inputs_for(model, part, mask, drop, "predict")
     return predict_batches(_WithMask(model), (inputs, mask), batch_size)
 
@@ -206,6 +230,7 @@ def accuracy(model: nn.Module, part: MultimodalPart, mask: torch.Tensor | None =
     """Fraction of ``part`` that ``model`` classifies correctly (through :func:`nnbook.train.evaluate`;
     see :func:`predict` for ``mask`` and ``drop``)."""
     check_model(model, "accuracy")
+    batch_size = check_int(batch_size, "accuracy", "batch_size", minimum=1)
     inputs, mask = _inputs_for(model, part, mask, drop, "accuracy")
     n = len(part)
     batches = [({k: v[s:s + batch_size] for k, v in inputs.items()}, part.y[s:s + batch_size],
@@ -217,9 +242,12 @@ def fit_stacking(late: LateFusion, part: MultimodalPart, epochs: int = 30, lr: f
     """Train the meta-classifier of a ``LateFusion(rule="stack")`` on ``part`` (use validation data).
 
     Raises:
+        TypeError: ``late`` is not a :class:`LateFusion`.
         ValueError: ``late`` does not use the ``"stack"`` rule.
     """
-    if not isinstance(late, LateFusion) or late.rule != "stack":
-        raise ValueError("fit_stacking needs a LateFusion with rule='stack'")
+    if not isinstance(late, LateFusion):
+        raise TypeError(f"fit_stacking: late must be a LateFusion, got {_given(late)}")
+    if late.rule != "stack":
+        raise ValueError(f"fit_stacking: late must use rule='stack', got rule={late.rule!r}")
     return train(late, part, epochs=epochs, lr=lr, batch_size=len(part), seed=seed, params=late.meta.parameters(),
                  progress=False)
