@@ -33,8 +33,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 __all__ = ["cache_dir", "config_key", "atomic_save", "save_verified", "load_verified", "cached", "clean_stale_temporaries",
            "CacheCorrupt"]
 
@@ -86,9 +84,17 @@ def config_key(config: dict) -> str:
 
 
 def _serialize(obj: Any) -> bytes:
+    import torch  # imported here so that the cache's bookkeeping does not need torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def _deserialize(data: bytes) -> Any:
+    import torch
+
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
 def _atomic_write_bytes(data: bytes, path: Path) -> Path:
@@ -177,7 +183,7 @@ def load_verified(path: str | os.PathLike) -> Any:
     if stored != actual:
         raise CacheCorrupt(f"load_verified: {str(path)!r} is damaged: its SHA-256 is {actual[:12]}..., "
                            f"the stored checksum is {stored[:12]!r}...")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    return _deserialize(data)
 
 
 def _pid_alive(pid: int) -> bool:

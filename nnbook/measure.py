@@ -23,6 +23,16 @@ def _check_model(model, where):
     check_model(model, where)
 
 
+def _save_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """The train/eval flag of every sub-module (``model.train(flag)`` would overwrite a mixed state)."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def _restore_modes(saved: list[tuple[nn.Module, bool]]) -> None:
+    for m, training in saved:
+        m.training = training
+
+
 def _as_args(example_input, where: str) -> tuple:
     """``example_input`` as a tuple of tensors, or a clear ``TypeError``."""
     args = example_input if isinstance(example_input, tuple) else (example_input,)
@@ -146,14 +156,14 @@ def flops(model: nn.Module, example_input, ) -> int:
 
     _check_model(model, "flops")
     args = _as_args(example_input, "flops")
-    was_training = model.training
+    modes = _save_modes(model)
     counter = FlopCounterMode(display=False)
     try:
         model.eval()
         with torch.no_grad(), counter:
             model(*args)
     finally:
-        model.train(was_training)  # also when the forward pass raises: a failed call leaves the model as it was
+        _restore_modes(modes)  # also when the forward pass raises: a failed call leaves the model as it was
     return int(counter.get_total_flops())
 
 
@@ -238,7 +248,7 @@ def latency(fn_or_model, example_input, warmup: int = 10, repeats: int = 50, dev
     warmup = check_int(warmup, "latency", "warmup", minimum=0)
     repeats = check_int(repeats, "latency", "repeats", minimum=3)
     is_module = isinstance(fn_or_model, nn.Module)
-    was_training = fn_or_model.training if is_module else False
+    modes = _save_modes(fn_or_model) if is_module else []
     cuda = any(a.is_cuda for a in args)
 
     def sync():
@@ -259,8 +269,7 @@ def latency(fn_or_model, example_input, warmup: int = 10, repeats: int = 50, dev
                 sync()
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
-        if is_module:
-            fn_or_model.train(was_training)  # a failed call leaves the model in the mode it had
+        _restore_modes(modes)  # every sub-module back in the mode it had, also when the call raised
     q = statistics.quantiles(times, n=10, method="inclusive")
     return Latency(statistics.median(times), q[0], q[-1], repeats)
 

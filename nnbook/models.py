@@ -28,11 +28,14 @@ def mlp(in_features: int, hidden: Sequence[int] = (128,), n_classes: int = 10, d
     Raises:
         ValueError: a non-positive size, or ``dropout`` outside ``[0, 1)``.
     """
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise TypeError(f"mlp: hidden must be a sequence of ints such as (128,), got {hidden!r}")
     sizes = [in_features, *hidden, n_classes]
-    if any((not isinstance(s, int)) or s < 1 for s in sizes):
-        raise ValueError(f"mlp: sizes must be positive ints, got in_features={in_features}, hidden={tuple(hidden)}, n_classes={n_classes}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"mlp: dropout must be in [0, 1), got {dropout}")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+        raise ValueError(f"mlp: sizes must be positive ints, got in_features={in_features!r}, hidden={tuple(hidden)!r}, "
+                         f"n_classes={n_classes!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"mlp: dropout must be a number in [0, 1), got {dropout!r}")
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in zip(sizes[:-2], sizes[1:-1]):
         layers += [nn.Linear(a, b), nn.ReLU()]
@@ -58,8 +61,10 @@ class DigitsCNN(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (32, 64, 64), n_classes: int = 10):
         super().__init__()
-        if len(channels) != 3 or any((not isinstance(c, int)) or c < 1 for c in channels):
-            raise ValueError(f"DigitsCNN: channels must be three positive ints, got {tuple(channels)}")
+        if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or len(channels) != 3 \
+                or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+            raise ValueError(f"DigitsCNN: channels must be three positive ints, got {channels!r}")
+        _check_ints("DigitsCNN", n_classes=n_classes)
         c1, c2, c3 = channels
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),

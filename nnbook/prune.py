@@ -19,6 +19,9 @@ Chapter 4 teaches these building blocks; the case studies reuse them.
   codebook and packed indices (Han et al., 2016, "Deep Compression"): :func:`csr_bytes`,
   :func:`kmeans_1d`, :func:`encode_shared`, :func:`share_weights`, :func:`storage_bytes`.
 
+Why one module: it is the companion of chapter 4 and follows the chapter's order (unstructured,
+structured, lottery tickets, storage); each section is short and self-contained.
+
 Conventions used throughout:
 
 * *Prunable layers* are ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d``; only their
@@ -34,14 +37,15 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .measure import latency_ratio  # noqa: F401  (promoted to the core; kept importable here)
+from ._checks import (_given, check_choice, check_fraction, check_int, check_model, check_positive, check_tensor,
+                      set_submodule)
+from .models import Residual, residual_mlp  # noqa: F401  (the models live in nnbook.models; kept importable here)
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 # Modules a removed channel passes through unchanged (channel i in -> channel i out).
@@ -52,17 +56,22 @@ _NORMS = {"l1": 1, "l2": 2}
 
 
 # --- input checks ---------------------------------------------------------------------------
-def _check_model(model, where: str) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{where}: expected a torch.nn.Module, got {type(model).__name__}")
+def _check_finite_weights(layers: Mapping[str, nn.Module], where: str) -> None:
+    """Magnitudes of NaN/Inf weights have no order: refuse them instead of returning an arbitrary mask."""
+    for name, m in layers.items():
+        if not bool(torch.isfinite(m.weight.detach()).all()):
+            raise ValueError(f"{where}: the weight of {name!r} holds NaN or Inf; pruning by magnitude needs finite weights")
 
 
-def _check_fraction(value, where: str, what: str = "sparsity") -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{where}: {what} must be a float in [0, 1), got {type(value).__name__}")
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{where}: {what} must be in [0, 1), got {value}")
-    return float(value)
+def _check_callable(fn, where: str, name: str = "evaluate") -> None:
+    if not callable(fn):
+        raise TypeError(f"{where}: {name} must be a function of the model, got {_given(fn)}")
+
+
+def _check_sparsities(values, where: str) -> list[float]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or isinstance(values, torch.Tensor):
+        raise TypeError(f"{where}: sparsities must be a list of numbers in [0, 1), got {_given(values)}")
+    return [check_fraction(v, where, "sparsity") for v in values]
 
 
 def _check_norm(norm, where: str) -> int:
@@ -87,14 +96,19 @@ def prunable_layers(model: nn.Module, layers: Sequence[str] | None = None) -> di
         TypeError: ``model`` is not a module, or a named layer is of a type pruning does
             not support (say a ``BatchNorm2d``).
         ValueError: a name does not exist, or the model has no prunable layer.
+
+    Examples:
+        >>> from torch import nn
+        >>> list(prunable_layers(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))))
+        ['0', '2']
     """
-    _check_model(model, "prunable_layers")
+    check_model(model, "prunable_layers")
     found = dict(model.named_modules())
     if layers is None:
         out = {n: m for n, m in found.items() if isinstance(m, PRUNABLE)}
     else:
-        if isinstance(layers, str):
-            raise TypeError(f"prunable_layers: layers must be a list of names, got the string {layers!r}")
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, (Sequence, set, frozenset, type({}.keys()))):
+            raise TypeError(f"prunable_layers: layers must be a list of names, got {_given(layers)}")
         out = {}
         for name in layers:
             if name not in found:
@@ -141,11 +155,21 @@ def magnitude_masks(model: nn.Module, sparsity: float, scope: str = "global",
     Raises:
         TypeError: bad ``model``/``sparsity`` type, or an unsupported layer named.
         ValueError: ``sparsity`` outside ``[0, 1)``, an unknown ``scope`` or layer name.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> layer = nn.Sequential(nn.Linear(4, 1))
+        >>> with torch.no_grad():
+        ...     _ = layer[0].weight.copy_(torch.tensor([[0.1, -2.0, 0.3, 4.0]]))
+        >>> magnitude_masks(layer, 0.5)["0"].tolist()
+        [[False, True, False, True]]
     """
-    sparsity = _check_fraction(sparsity, "magnitude_masks")
+    sparsity = check_fraction(sparsity, "magnitude_masks", "sparsity")
     if scope not in ("global", "layer"):
         raise ValueError(f"magnitude_masks: scope must be 'global' or 'layer', got {scope!r}")
     chosen = prunable_layers(model, layers)
+    _check_finite_weights(chosen, "magnitude_masks")
     weights = {n: m.weight.detach() for n, m in chosen.items()}
     if scope == "layer":
         return {n: _smallest_k_mask(w.abs(), round(sparsity * w.numel())).view_as(w) for n, w in weights.items()}
@@ -169,10 +193,19 @@ def torch_global_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Ten
 
     Raises:
         TypeError, ValueError: as :func:`magnitude_masks`.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> torch.manual_seed(0) and None
+        >>> m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> ours, theirs = magnitude_masks(m, 0.6), torch_global_masks(m, 0.6)
+        >>> all(torch.equal(ours[n], theirs[n]) for n in ours)
+        True
     """
     import torch.nn.utils.prune as tprune
 
-    sparsity = _check_fraction(sparsity, "torch_global_masks")
+    sparsity = check_fraction(sparsity, "torch_global_masks", "sparsity")
     work = copy.deepcopy(model)
     chosen = prunable_layers(work)
     tprune.global_unstructured([(m, "weight") for m in chosen.values()],
@@ -186,10 +219,15 @@ def _check_masks(model: nn.Module, masks, where: str) -> dict[str, nn.Module]:
     chosen = prunable_layers(model, list(masks)) if masks else {}
     for name, mask in masks.items():
         w = chosen[name].weight
-        if not isinstance(mask, torch.Tensor) or mask.shape != w.shape:
-            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{where}: the mask of {name!r} must be a bool tensor, got {_given(mask)}")
+        if mask.shape != w.shape:
             raise ValueError(f"{where}: the mask of {name!r} must have the weight's shape "
-                             f"{tuple(w.shape)}, got {shape}")
+                             f"{tuple(w.shape)}, got {tuple(mask.shape)}")
+        if mask.dtype != torch.bool:  # a float mask of 0.5 would silently scale the weights
+            if mask.is_floating_point() or mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+                raise TypeError(f"{where}: the mask of {name!r} must be a bool tensor (True = kept), "
+                                f"got dtype {mask.dtype}")
     return chosen
 
 
@@ -203,6 +241,14 @@ def apply_masks_(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modu
     Raises:
         TypeError, ValueError: ``masks`` is not a dict of bool tensors shaped like the
             weights of prunable layers of ``model``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(2, 1))
+        >>> _ = apply_masks_(m, {"0": torch.tensor([[True, False]])})
+        >>> m[0].weight[0, 1].item() == 0.0
+        True
     """
     chosen = _check_masks(model, masks, "apply_masks_")
     with torch.no_grad():
@@ -221,8 +267,16 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
 
     Raises:
         TypeError, ValueError: as :func:`apply_masks_`.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(2, 1))
+        >>> pruned = apply_masks(m, {"0": torch.tensor([[True, False]])})
+        >>> pruned[0].weight[0, 1].item() == 0.0, m[0].weight[0, 1].item() != 0.0
+        (True, True)
     """
-    _check_model(model, "apply_masks")
+    check_model(model, "apply_masks")
     _check_masks(model, masks, "apply_masks")
     return apply_masks_(copy.deepcopy(model), masks)
 
@@ -236,6 +290,13 @@ def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global",
 
     Raises:
         TypeError, ValueError: as :func:`magnitude_masks`.
+
+    Examples:
+        >>> from torch import nn
+        >>> from nnbook.measure import sparsity
+        >>> pruned, masks = magnitude_prune(nn.Sequential(nn.Linear(10, 10)), 0.7)
+        >>> sparsity(pruned)
+        0.7
     """
     masks = magnitude_masks(model, sparsity, scope, layers)
     return apply_masks(model, masks), masks
@@ -266,11 +327,23 @@ def fine_tune(model: nn.Module, masks: Mapping[str, torch.Tensor] | None, train_
 
     Raises:
         TypeError, ValueError: bad model or masks, ``epochs < 1``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+        >>> m = nn.Sequential(nn.Linear(4, 2))
+        >>> masks = magnitude_masks(m, 0.5)
+        >>> tuned, hist = fine_tune(m, masks, [(x, y)], epochs=2, device="cpu")
+        >>> int((tuned[0].weight == 0).sum())      # the pruned weights stayed at zero
+        4
     """
     from .train import fit
     from .utils import device as _device
 
-    _check_model(model, "fine_tune")
+    check_model(model, "fine_tune")
+    epochs = check_int(epochs, "fine_tune", "epochs", minimum=1)
+    lr = check_positive(lr, "fine_tune", "lr")
     masks = dict(masks or {})
     _check_masks(model, masks, "fine_tune")
     dev = device if isinstance(device, torch.device) else _device(device)
@@ -295,10 +368,13 @@ def geometric_schedule(final_sparsity: float, steps: int) -> list[float]:
 
     Raises:
         TypeError, ValueError: ``final_sparsity`` not in ``[0, 1)`` or ``steps`` not an int ``>= 1``.
+
+    Examples:
+        >>> geometric_schedule(0.9375, 4)
+        [0.5, 0.75, 0.875, 0.9375]
     """
-    final = _check_fraction(final_sparsity, "geometric_schedule", "final_sparsity")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"geometric_schedule: steps must be an int >= 1, got {steps!r}")
+    final = check_fraction(final_sparsity, "geometric_schedule", "final_sparsity")
+    steps = check_int(steps, "geometric_schedule", "steps", minimum=1)
     return [1.0 - (1.0 - final) ** (i / steps) for i in range(1, steps + 1)]
 
 
@@ -347,9 +423,21 @@ def iterative_prune(model: nn.Module, train_loader, sparsities: Sequence[float],
     Raises:
         TypeError, ValueError: a bad model or sparsity, sparsities not increasing, an
             unknown scope.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+        >>> steps = iterative_prune(nn.Sequential(nn.Linear(4, 2)), [(x, y)], [0.5, 0.75], epochs_per_step=1)
+        >>> [s.sparsity for s in steps]
+        [0.5, 0.75]
     """
-    _check_model(model, "iterative_prune")
-    targets = [_check_fraction(s, "iterative_prune") for s in sparsities]
+    check_model(model, "iterative_prune")
+    targets = _check_sparsities(sparsities, "iterative_prune")
+    check_int(epochs_per_step, "iterative_prune", "epochs_per_step", minimum=1)
+    check_positive(lr, "iterative_prune", "lr")
+    if evaluate is not None:
+        _check_callable(evaluate, "iterative_prune")
     if not targets or any(b <= a for a, b in zip(targets, targets[1:])):
         raise ValueError(f"iterative_prune: sparsities must be a non-empty increasing sequence, got {list(sparsities)}")
     if scope not in ("global", "layer"):
@@ -389,8 +477,16 @@ def sensitivity_scan(model: nn.Module, evaluate: Callable[[nn.Module], float], s
 
     Raises:
         TypeError, ValueError: bad model, sparsity, kind or layer name.
+
+    Examples:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> scores = sensitivity_scan(m, lambda pruned: float((pruned[0].weight != 0).sum()), [0.0, 0.5])
+        >>> scores["0"], scores["2"]            # weights left in layer 0 when each layer is pruned
+        ([32.0, 16.0], [32.0, 32.0])
     """
-    fracs = [_check_fraction(s, "sensitivity_scan") for s in sparsities]
+    _check_callable(evaluate, "sensitivity_scan")
+    fracs = _check_sparsities(sparsities, "sensitivity_scan")
     if kind not in ("weights", "channels"):
         raise ValueError(f"sensitivity_scan: kind must be 'weights' or 'channels', got {kind!r}")
     chosen = prunable_layers(model, layers)
@@ -427,6 +523,15 @@ def channel_norms(layer: nn.Module, norm: str = "l1") -> torch.Tensor:
     Raises:
         TypeError: an unsupported layer type.
         ValueError: an unknown norm.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> layer = nn.Linear(2, 2)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.copy_(torch.tensor([[1.0, -2.0], [3.0, 4.0]]))
+        >>> channel_norms(layer, "l1").tolist(), channel_norms(layer, "l2").tolist()
+        ([3.0, 7.0], [2.2360680103302, 5.0])
     """
     if not isinstance(layer, PRUNABLE):
         raise TypeError(f"channel_norms: expected one of {', '.join(t.__name__ for t in PRUNABLE)}, "
@@ -436,12 +541,17 @@ def channel_norms(layer: nn.Module, norm: str = "l1") -> torch.Tensor:
 
 
 def _chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The leaf modules of a model in the order its forward pass runs them.
+    """The leaf modules of a model in the order its forward pass runs them, for a model that is a chain.
 
-    Known for ``nn.Sequential`` (nested ones flattened) and :class:`nnbook.models.DigitsCNN`.
+    An ``nn.Sequential`` (nested ones flattened) is its own declaration of order.  Any
+    other model is traced symbolically with ``torch.fx``: its forward pass must be a
+    plain chain, each module applied to the output of the previous one (as in
+    :class:`nnbook.models.DigitsCNN`, ``classifier(features(x))``).  Nothing here knows
+    a model class by name.
+
+    Raises:
+        TypeError: the forward order cannot be determined, or the model is not a chain.
     """
-    from .models import DigitsCNN
-
     def leaves(prefix, seq):
         out = []
         for name, m in seq.named_children():
@@ -451,10 +561,34 @@ def _chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
     if isinstance(model, nn.Sequential):
         return leaves("", model)
-    if isinstance(model, DigitsCNN):
-        return leaves("features", model.features) + [("classifier", model.classifier)]
-    raise TypeError(f"prune_channels supports nn.Sequential stacks and nnbook.models.DigitsCNN, "
-                    f"got {type(model).__name__} (its forward order is unknown)")
+    import torch.fx
+
+    why = ""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as exc:  # data-dependent control flow, no forward, ...
+        graph, why = None, f"tracing it failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    chain, previous = [], None
+    if graph is not None:
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                if previous is not None:
+                    why = "its forward takes more than one input"
+                    break
+                previous = node
+            elif node.op == "call_module" and list(node.args) == [previous] and not node.kwargs:
+                chain.append((node.target, model.get_submodule(node.target)))
+                previous = node
+            elif node.op == "output" and node.args == (previous,):
+                break
+            else:
+                why = f"its forward is not a plain chain of modules (at {node.op} {node.target})"
+                break
+    if why or not chain:
+        raise TypeError(f"prune_channels: the forward order of {type(model).__name__} is unknown: {why or 'no module'}. "
+                        f"Supported: nn.Sequential stacks and models whose forward applies modules one after "
+                        f"another")
+    return chain
 
 
 def _last_prunable(model: nn.Module) -> str:
@@ -462,12 +596,6 @@ def _last_prunable(model: nn.Module) -> str:
     if not names:
         raise ValueError("prune_channels: the model has no Linear or Conv layer")
     return names[-1]
-
-
-def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
 
 
 def _slice_layer(layer: nn.Module, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None):
@@ -536,17 +664,24 @@ def prune_channels(model: nn.Module, amount, norm: str = "l1") -> nn.Module:
             cannot pass through) or ``amount`` type.
         ValueError: a fraction outside ``[0, 1)``, an unknown layer, the output layer
             named, a fraction that would keep 0 channels, an invalid norm.
+
+    Examples:
+        >>> from torch import nn
+        >>> from nnbook.models import DigitsCNN
+        >>> small = prune_channels(DigitsCNN((8, 16, 16)), 0.5)
+        >>> [m.out_channels for m in small.features if isinstance(m, nn.Conv2d)], small.classifier.in_features
+        ([4, 8, 8], 8)
     """
     p = _check_norm(norm, "prune_channels")
-    _check_model(model, "prune_channels")
+    check_model(model, "prune_channels")
     chain = _chain(model)
     prunable = [n for n, m in chain if isinstance(m, PRUNABLE)]
     if not prunable:
         raise ValueError("prune_channels: the model has no Linear or Conv layer")
     if isinstance(amount, Mapping):
-        amounts = {n: _check_fraction(a, "prune_channels", f"amount for {n!r}") for n, a in amount.items()}
+        amounts = {n: check_fraction(a, "prune_channels", f"amount for {n!r}") for n, a in amount.items()}
     else:
-        a = _check_fraction(amount, "prune_channels", "amount")
+        a = check_fraction(amount, "prune_channels", "amount")
         amounts = {n: a for n in prunable[:-1]}
     for name in amounts:
         if name not in prunable:
@@ -561,6 +696,7 @@ def prune_channels(model: nn.Module, amount, norm: str = "l1") -> nn.Module:
         n_out = dict(chain)[name].weight.shape[0]
         if n_out - round(a * n_out) < 1:
             raise ValueError(f"prune_channels: removing {a:.0%} of {name!r}'s {n_out} channels would keep 0 channels")
+    _check_finite_weights({n: dict(chain)[n] for n in amounts}, "prune_channels")
 
     work = copy.deepcopy(model)
     for i, (name, _) in enumerate(chain):
@@ -570,7 +706,7 @@ def prune_channels(model: nn.Module, amount, norm: str = "l1") -> nn.Module:
         n_out = layer.weight.shape[0]
         scores = layer.weight.detach().flatten(1).norm(p=p, dim=1)
         keep = torch.topk(scores, n_out - round(amounts[name] * n_out)).indices.sort().values
-        _set_module(work, name, _slice_layer(layer, out_idx=keep))
+        set_submodule(work, name, _slice_layer(layer, out_idx=keep), "prune_channels")
         _propagate(work, chain[i + 1:], keep, n_out, name)
     return work
 
@@ -580,7 +716,7 @@ def _propagate(work: nn.Module, rest, keep: torch.Tensor, n_out: int, source: st
     for name, m in rest:
         m = work.get_submodule(name)
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            _set_module(work, name, _slice_batchnorm(m, keep))
+            set_submodule(work, name, _slice_batchnorm(m, keep), "prune_channels")
         elif isinstance(m, nn.Flatten) or isinstance(m, _CHANNELWISE):
             continue
         elif isinstance(m, PRUNABLE):
@@ -590,7 +726,7 @@ def _propagate(work: nn.Module, rest, keep: torch.Tensor, n_out: int, source: st
                                 f"{source!r}'s {n_out} channels")
             block = n_in // n_out  # features per channel after a Flatten (1 without one)
             idx = (keep[:, None] * block + torch.arange(block, device=keep.device)).flatten()
-            _set_module(work, name, _slice_layer(m, in_idx=idx))
+            set_submodule(work, name, _slice_layer(m, in_idx=idx), "prune_channels")
             return
         else:
             raise TypeError(f"prune_channels: cannot remove channels of {source!r} through {name!r} "
@@ -600,44 +736,6 @@ def _propagate(work: nn.Module, rest, keep: torch.Tensor, n_out: int, source: st
 
 
 # --- structured pruning: whole layers --------------------------------------------------------
-class Residual(nn.Module):
-    """``y = x + body(x)``: a block with an identity path around it.
-
-    Because of the identity path, the block can be removed (replaced by ``nn.Identity``)
-    and the network still computes something sensible; Veit et al. (2016) showed that
-    deleting single blocks of a trained residual network often costs little accuracy.
-
-    Args:
-        body: a module whose output has the shape of its input.
-    """
-
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        _check_model(body, "Residual")
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-def residual_mlp(in_features: int = 64, width: int = 64, blocks: int = 4, n_classes: int = 10) -> nn.Sequential:
-    """A small residual MLP: ``Flatten → Linear → ReLU → blocks × Residual(Linear → ReLU → Linear) → ReLU → Linear``.
-
-    Input ``(N, ...)`` with ``in_features`` values per sample; output logits ``(N, n_classes)``.
-    The blocks are children ``"3"``, ``"4"``, ... of the returned ``nn.Sequential``.
-
-    Raises:
-        ValueError: a non-positive size.
-    """
-    sizes = dict(in_features=in_features, width=width, blocks=blocks, n_classes=n_classes)
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes.values()):
-        raise ValueError(f"residual_mlp: sizes must be positive ints, got {sizes}")
-    body = [Residual(nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width)))
-            for _ in range(blocks)]
-    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU(), *body,
-                         nn.ReLU(), nn.Linear(width, n_classes))
-
-
 def remove_layer(model: nn.Module, name: str) -> nn.Module:
     """A copy of ``model`` with the :class:`Residual` block ``name`` replaced by ``nn.Identity``.
 
@@ -656,8 +754,13 @@ def remove_layer(model: nn.Module, name: str) -> nn.Module:
     Raises:
         TypeError: ``model`` is not a module.
         ValueError: no module of that name, or it is not a :class:`Residual` block.
+
+    Examples:
+        >>> from nnbook.models import residual_mlp
+        >>> type(remove_layer(residual_mlp(64, 16, blocks=2), "3")[3]).__name__
+        'Identity'
     """
-    _check_model(model, "remove_layer")
+    check_model(model, "remove_layer")
     found = dict(model.named_modules())
     if not isinstance(name, str) or name not in found or name == "":
         raise ValueError(f"remove_layer: the model has no sub-module {name!r}")
@@ -666,7 +769,7 @@ def remove_layer(model: nn.Module, name: str) -> nn.Module:
                          "around it; removing it would disconnect the network. Only Residual blocks "
                          "(y = x + f(x)) can be removed")
     work = copy.deepcopy(model)
-    _set_module(work, name, nn.Identity())
+    set_submodule(work, name, nn.Identity(), "remove_layer")
     return work
 
 
@@ -679,8 +782,15 @@ def layer_removal_scan(model: nn.Module, evaluate: Callable[[nn.Module], float])
     Raises:
         TypeError: ``model`` is not a module.
         ValueError: the model has no Residual block.
+
+    Examples:
+        >>> from nnbook.models import residual_mlp
+        >>> from nnbook.measure import count_params
+        >>> layer_removal_scan(residual_mlp(64, 16, blocks=2), count_params)
+        {'3': 1754.0, '4': 1754.0}
     """
-    _check_model(model, "layer_removal_scan")
+    check_model(model, "layer_removal_scan")
+    _check_callable(evaluate, "layer_removal_scan")
     names = [n for n, m in model.named_modules() if isinstance(m, Residual)]
     if not names:
         raise ValueError("layer_removal_scan: the model has no Residual block to remove")
@@ -702,8 +812,19 @@ def rewind(model: nn.Module, init_state: Mapping[str, torch.Tensor], masks: Mapp
 
     Raises:
         TypeError, ValueError: bad masks, or ``init_state`` does not fit the model.
+
+    Examples:
+        >>> import copy, torch
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(4, 2))
+        >>> init = copy.deepcopy(m.state_dict())
+        >>> with torch.no_grad():
+        ...     _ = m[0].weight.add_(1.0)                         # "training"
+        >>> ticket = rewind(m, init, magnitude_masks(m, 0.5))
+        >>> bool(((ticket[0].weight == 0) | (ticket[0].weight == init["0.weight"])).all())
+        True
     """
-    _check_model(model, "rewind")
+    check_model(model, "rewind")
     if not isinstance(init_state, Mapping):
         raise TypeError(f"rewind: init_state must be a state dict, got {type(init_state).__name__}")
     _check_masks(model, masks, "rewind")
@@ -724,11 +845,17 @@ def random_reinit(model: nn.Module, masks: Mapping[str, torch.Tensor], seed: int
 
     Raises:
         TypeError, ValueError: bad model, masks or seed.
+
+    Examples:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(4, 2))
+        >>> masks = magnitude_masks(m, 0.5)
+        >>> int((random_reinit(m, masks, seed=1)[0].weight == 0).sum())
+        4
     """
-    _check_model(model, "random_reinit")
+    check_model(model, "random_reinit")
     _check_masks(model, masks, "random_reinit")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"random_reinit: seed must be an int >= 0, got {seed!r}")
+    seed = check_int(seed, "random_reinit", "seed", minimum=0)
     work = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -790,14 +917,19 @@ def csr_bytes(weight: torch.Tensor, value_bits: int = 32, index_bytes: int | Non
     Raises:
         TypeError: ``weight`` is not a tensor.
         ValueError: an empty or 0-d tensor, or bad sizes.
+
+    Examples:
+        >>> import torch
+        >>> size = csr_bytes(torch.tensor([[0.0, 1.5, 0.0], [2.0, 0.0, 0.0]]))
+        >>> size.values, size.col_indices, size.row_pointers, size.total   # 2 float32, 2 uint8 indices, 3 uint8 pointers
+        (8, 2, 3, 13)
     """
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"csr_bytes: expected a tensor, got {type(weight).__name__}")
     if weight.dim() == 0 or weight.numel() == 0:
         raise ValueError("csr_bytes: need a non-empty tensor with at least one dimension, "
                          f"got shape {tuple(weight.shape)}")
-    if isinstance(value_bits, bool) or not isinstance(value_bits, int) or value_bits < 1:
-        raise ValueError(f"csr_bytes: value_bits must be an int >= 1, got {value_bits!r}")
+    value_bits = check_int(value_bits, "csr_bytes", "value_bits", minimum=1)
     if index_bytes not in (None, 1, 2, 4, 8):
         raise ValueError(f"csr_bytes: index_bytes must be None, 1, 2, 4 or 8, got {index_bytes!r}")
     mat = weight.detach().reshape(weight.shape[0], -1)
@@ -827,16 +959,22 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tens
     Raises:
         TypeError: ``values`` is not a tensor.
         ValueError: empty ``values``, ``k < 1`` or ``iters < 1``.
+
+    Examples:
+        >>> import torch
+        >>> centroids, labels = kmeans_1d(torch.tensor([0.0, 0.1, 1.0, 1.1]), k=2)
+        >>> [round(c, 2) for c in centroids.tolist()], labels.tolist()
+        ([0.05, 1.05], [0, 0, 1, 1])
     """
     if not isinstance(values, torch.Tensor):
         raise TypeError(f"kmeans_1d: expected a tensor, got {type(values).__name__}")
     if values.numel() == 0:
         raise ValueError("kmeans_1d: values is empty")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"kmeans_1d: k must be an int >= 1, got {k!r}")
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"kmeans_1d: iters must be an int >= 1, got {iters!r}")
+    k = check_int(k, "kmeans_1d", "k", minimum=1)
+    iters = check_int(iters, "kmeans_1d", "iters", minimum=1)
     x = values.detach().flatten().float()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("kmeans_1d: values must hold only finite values, got NaN or Inf")
     centroids = torch.linspace(float(x.min()), float(x.max()), k, device=x.device)
     labels = None
     for _ in range(iters):
@@ -858,9 +996,17 @@ def pack_indices(labels: torch.Tensor, bits: int) -> torch.Tensor:
 
     Raises:
         ValueError: ``bits`` not in 1..16, or a label out of range.
+
+    Examples:
+        >>> import torch
+        >>> packed = pack_indices(torch.tensor([1, 2, 3, 0, 1]), bits=2)
+        >>> packed.numel(), unpack_indices(packed, 2, 5).tolist()
+        (2, [1, 2, 3, 0, 1])
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-        raise ValueError(f"pack_indices: bits must be an int in 1..16, got {bits!r}")
+    bits = check_int(bits, "pack_indices", "bits", minimum=1, maximum=16)
+    check_tensor(labels, "pack_indices", "labels", nonempty=False)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"pack_indices: labels must be an integer tensor, got dtype {labels.dtype}")
     lab = labels.detach().flatten().long().cpu()
     if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= 2 ** bits):
         raise ValueError(f"pack_indices: labels must be in [0, {2 ** bits}), got [{int(lab.min())}, {int(lab.max())}]")
@@ -875,9 +1021,17 @@ def unpack_indices(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
 
     Raises:
         ValueError: ``bits`` not in 1..16, or ``packed`` too short for ``n`` values.
+
+    Examples:
+        >>> import torch
+        >>> unpack_indices(pack_indices(torch.tensor([5, 0, 7]), 3), 3, 3).tolist()
+        [5, 0, 7]
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-        raise ValueError(f"unpack_indices: bits must be an int in 1..16, got {bits!r}")
+    bits = check_int(bits, "unpack_indices", "bits", minimum=1, maximum=16)
+    n = check_int(n, "unpack_indices", "n", minimum=0)
+    check_tensor(packed, "unpack_indices", "packed", nonempty=False)
+    if packed.dtype != torch.uint8:
+        raise TypeError(f"unpack_indices: packed must be a uint8 tensor, got dtype {packed.dtype}")
     if packed.numel() * 8 < n * bits:
         raise ValueError(f"unpack_indices: {packed.numel()} bytes cannot hold {n} values of {bits} bits")
     flat = ((packed.long()[:, None] >> torch.arange(8)) & 1).flatten()[: n * bits]
@@ -938,6 +1092,12 @@ def encode_shared(weight: torch.Tensor, k: int, skip_zeros: bool = False, iters:
 
     Raises:
         TypeError, ValueError: as :func:`kmeans_1d`; ``skip_zeros`` with no nonzero weight.
+
+    Examples:
+        >>> import torch
+        >>> code = encode_shared(torch.tensor([0.0, 0.1, 1.0, 1.1]), k=2)
+        >>> code.bits, code.nbytes, [round(v, 2) for v in code.decode().tolist()]
+        (1, 9, [0.05, 0.05, 1.05, 1.05])
     """
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"encode_shared: expected a tensor, got {type(weight).__name__}")
@@ -970,8 +1130,15 @@ def share_weights(model: nn.Module, k: int, skip_zeros: bool = True,
 
     Raises:
         TypeError, ValueError: bad model, ``k`` or layer names.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> shared, codes = share_weights(nn.Sequential(nn.Linear(16, 16)), k=4, skip_zeros=False)
+        >>> torch.unique(shared[0].weight).numel() <= 4, codes["0"].bits
+        (True, 2)
     """
-    _check_model(model, "share_weights")
+    check_model(model, "share_weights")
     chosen = prunable_layers(model, layers)
     work = copy.deepcopy(model)
     codes = {}
@@ -1003,8 +1170,17 @@ def storage_bytes(model: nn.Module, fmt: str = "dense") -> int:
         TypeError: ``model`` is not a module.
         ValueError: an unknown format, or a shared format for a layer with more than
             256 distinct values (its weights are not shared).
+
+    Examples:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(100, 10))
+        >>> storage_bytes(m)                                   # 1010 float32 values
+        4040
+        >>> pruned, _ = magnitude_prune(m, 0.9)
+        >>> storage_bytes(pruned, "csr")   # 100 values * 4 + 100 uint8 indices + 11 uint8 pointers + 40 bias
+        551
     """
-    _check_model(model, "storage_bytes")
+    check_model(model, "storage_bytes")
     if fmt not in ("dense", "csr", "shared", "csr+shared"):
         raise ValueError(f"storage_bytes: fmt must be 'dense', 'csr', 'shared' or 'csr+shared', got {fmt!r}")
     weights = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
@@ -1026,6 +1202,3 @@ def storage_bytes(model: nn.Module, fmt: str = "dense") -> int:
         else:
             total += distinct * 4 + csr_bytes(t, value_bits=bits).total
     return total
-
-
-# --- measuring a speed-up fairly -------------------------------------------------------------

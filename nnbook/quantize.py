@@ -26,6 +26,10 @@ Chapter 5 builds everything from these pieces:
   ONNX Runtime's static quantization.  :func:`export_onnx`, :func:`quantize_onnx`,
   :func:`onnx_tensor_bytes`, :class:`OnnxModel`, :func:`cpu_int8_features`.
 
+Why one module: it is the companion of one chapter and is meant to be read top to bottom, in
+the chapter's order (grids, power of two, model tools, low rank, ONNX Runtime); every section is
+short and stands alone, so splitting it would only add imports between files.
+
 Conventions.  Bit widths from 2 to 16 are accepted (``bits`` outside that range
 raises ``ValueError``; 1 bit is rejected because a symmetric 1-bit grid has no
 non-zero level).  Integer codes are returned as ``torch.int32`` so that 9- to 16-bit
@@ -47,6 +51,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._checks import _given, check_bool, check_choice, check_float, check_int, check_model, check_tensor, set_submodule
+
 __all__ = [
     "MIN_BITS", "MAX_BITS", "qrange", "qparams", "quantize", "dequantize", "fake_quantize",
     "quantize_pow2", "RoundSTE", "round_ste", "fold_batchnorm", "QuantLayer", "quantize_model",
@@ -59,38 +65,63 @@ _QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 # --------------------------------------------------------------------------- checks
-def _check_bits(bits, where: str) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int):
-        raise TypeError(f"{where}: bits must be an int, got {type(bits).__name__}")
+def _check_bits(bits, where: str, name: str = "bits") -> int:
+    bits = check_int(bits, where, name)
     if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"{where}: bits must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
+        raise ValueError(f"{where}: {name} must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
     return bits
 
 
-def _check_tensor(x, where: str, name: str = "x") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{where}: {name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.numel() == 0:
-        raise ValueError(f"{where}: {name} is empty")
-    return x
+def _check_tensor(x, where: str, name: str = "x", finite: bool = True) -> torch.Tensor:
+    """A non-empty floating-point tensor; with ``finite`` (the default) NaN and Inf are refused,
+    because a quantization grid computed from them is meaningless."""
+    return check_tensor(x, where, name, floating=True, finite=finite)
 
 
 def _check_axis(x: torch.Tensor, axis, where: str) -> int | None:
     if axis is None:
         return None
     if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"{where}: axis must be an int or None, got {type(axis).__name__}")
+        raise TypeError(f"{where}: axis must be an int or None, got {_given(axis)}")
     if not -x.dim() <= axis < x.dim():
-        raise ValueError(f"{where}: axis {axis} is out of range for a tensor of shape {tuple(x.shape)}")
+        raise ValueError(f"{where}: axis must be in [{-x.dim()}, {x.dim() - 1}] for a tensor of shape "
+                         f"{tuple(x.shape)}, got {axis}")
     return axis % x.dim()
 
 
 def _check_model(model, where: str) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{where}: model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
+    return check_model(model, where)
+
+
+def _check_qparam(value, x: torch.Tensor, axis: int | None, where: str, name: str) -> torch.Tensor:
+    """``scale``/``zero_point`` as a float32 tensor: a scalar, or one value per slice along ``axis``."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        raise TypeError(f"{where}: {name} must be a number or a tensor, got {_given(value)}")
+    try:
+        t = torch.as_tensor(value, dtype=torch.float32, device=x.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{where}: {name} must be a number or a tensor, got {_given(value)}") from None
+    if t.dim() > 1 or (t.dim() == 1 and t.numel() != 1 and (axis is None or t.numel() != x.shape[axis])):
+        want = "a scalar" if axis is None else f"a scalar or a vector of length {x.shape[axis]} (x.shape[axis])"
+        raise ValueError(f"{where}: {name} must be {want}, got shape {tuple(t.shape)}")
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{where}: {name} must be finite, got {t.tolist()}")
+    return t.reshape(()) if t.numel() == 1 and axis is None else t
+
+
+def _check_scale_zp(scale, zero_point, x, axis, bits, symmetric, where):
+    """Validated ``(scale, zero_point)``: every scale finite and > 0, every zero point an integer in [qmin, qmax]."""
+    s = _check_qparam(scale, x, axis, where, "scale")
+    z = _check_qparam(zero_point, x, axis, where, "zero_point")
+    if bool((s <= 0).any()):
+        raise ValueError(f"{where}: scale must be > 0, got {s.tolist()}")
+    qmin, qmax = qrange(bits, symmetric)
+    if bool((z != torch.round(z)).any()):
+        raise ValueError(f"{where}: zero_point must hold integers, got {z.tolist()}")
+    if bool(((z < qmin) | (z > qmax)).any()):
+        raise ValueError(f"{where}: zero_point must be in [{qmin}, {qmax}] for a {bits}-bit "
+                         f"{'symmetric' if symmetric else 'asymmetric'} grid, got {z.tolist()}")
+    return s, z
 
 
 def _per_channel_view(t: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
@@ -120,11 +151,15 @@ def qrange(bits: int, symmetric: bool = True) -> tuple[int, int]:
     ``-x`` is representable whenever ``x`` is); asymmetric: ``(0, 2^bits - 1)``.
 
     Raises:
-        TypeError: ``bits`` is not an int.
+        TypeError: ``bits`` is not an int; ``symmetric`` is not a bool.
         ValueError: ``bits`` outside ``2..16``.
+
+    Examples:
+        >>> qrange(8), qrange(8, symmetric=False), qrange(2)
+        ((-127, 127), (0, 255), (-1, 1))
     """
     _check_bits(bits, "qrange")
-    if symmetric:
+    if check_bool(symmetric, "qrange", "symmetric"):
         return -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
     return 0, 2 ** bits - 1
 
@@ -171,20 +206,32 @@ def qparams(x: torch.Tensor, bits: int = 8, symmetric: bool = True, axis: int | 
         range gets ``scale = 1`` (any scale represents it exactly).
 
     Raises:
-        TypeError: ``x`` is not a floating-point tensor; ``bits``/``axis`` are not ints.
-        ValueError: ``bits`` outside ``2..16``; ``axis`` out of range; ``x`` empty;
-            only one of ``lo``/``hi`` given; ``lo > hi``.
+        TypeError: ``x`` is not a floating-point tensor; ``bits``/``axis`` are not ints;
+            ``symmetric`` is not a bool.
+        ValueError: ``bits`` outside ``2..16``; ``axis`` out of range; ``x`` empty or
+            holding NaN/Inf; only one of ``lo``/``hi`` given; ``lo``/``hi`` not finite
+            or of the wrong length; ``lo > hi``.
+
+    Examples:
+        >>> import torch
+        >>> scale, zp = qparams(torch.tensor([-1.0, 0.5, 2.54]), bits=8)
+        >>> round(float(scale), 4), int(zp)      # 2.54 / 127
+        (0.02, 0)
+        >>> scale, zp = qparams(torch.tensor([0.0, 2.55]), bits=8, symmetric=False)
+        >>> round(float(scale), 4), int(zp)      # 2.55 / 255
+        (0.01, 0)
     """
-    _check_tensor(x, "qparams")
+    _check_tensor(x, "qparams", finite=lo is None)
     _check_bits(bits, "qparams")
+    symmetric = check_bool(symmetric, "qparams", "symmetric")
     axis = _check_axis(x, axis, "qparams")
     if (lo is None) != (hi is None):
         raise ValueError("qparams: give both lo and hi, or neither")
     if lo is None:
         mn, mx = _amin_amax(x.detach().float(), axis)
     else:
-        mn = torch.as_tensor(lo, dtype=torch.float32, device=x.device)
-        mx = torch.as_tensor(hi, dtype=torch.float32, device=x.device)
+        mn = _check_qparam(lo, x, axis, "qparams", "lo")
+        mx = _check_qparam(hi, x, axis, "qparams", "hi")
         if bool((mn > mx).any()):
             raise ValueError(f"qparams: the range must have lo <= hi, got lo={mn.tolist()}, hi={mx.tolist()}")
     return _range_to_qparams(mn, mx, bits, symmetric)
@@ -211,14 +258,23 @@ def quantize(x: torch.Tensor, scale, zero_point, bits: int = 8, symmetric: bool 
         An integer tensor with the shape of ``x``.
 
     Raises:
-        TypeError, ValueError: as :func:`qparams`.
+        TypeError, ValueError: as :func:`qparams`; also ``scale`` not finite and > 0,
+            ``zero_point`` not an integer in ``[qmin, qmax]``, either of the wrong
+            length for ``axis``, ``storage`` not a bool.
+
+    Examples:
+        >>> import torch
+        >>> quantize(torch.tensor([-1.0, 0.26, 9.0]), scale=0.5, zero_point=0, bits=4)
+        tensor([-2,  1,  7], dtype=torch.int32)
     """
     _check_tensor(x, "quantize")
     _check_bits(bits, "quantize")
+    symmetric = check_bool(symmetric, "quantize", "symmetric")
+    storage = check_bool(storage, "quantize", "storage")
     axis = _check_axis(x, axis, "quantize")
     qmin, qmax = qrange(bits, symmetric)
-    s = _per_channel_view(torch.as_tensor(scale, dtype=torch.float32, device=x.device), x, axis)
-    z = _per_channel_view(torch.as_tensor(zero_point, dtype=torch.float32, device=x.device), x, axis)
+    s, z = _check_scale_zp(scale, zero_point, x, axis, bits, symmetric, "quantize")
+    s, z = _per_channel_view(s, x, axis), _per_channel_view(z, x, axis)
     q = torch.clamp(torch.round(x.detach().float() / s) + z, qmin, qmax).to(torch.int32)
     if storage:
         if bits <= 8:
@@ -232,14 +288,26 @@ def dequantize(q: torch.Tensor, scale, zero_point, axis: int | None = None) -> t
     """Real values ``(q - zero_point) * scale`` of integer codes, as float32.
 
     Raises:
-        TypeError: ``q`` is not a tensor.
-        ValueError: ``axis`` out of range.
+        TypeError: ``q`` is not an integer tensor.
+        ValueError: ``axis`` out of range; ``scale`` not finite and > 0; ``zero_point``
+            not a finite integer; either of the wrong length for ``axis``.
+
+    Examples:
+        >>> import torch
+        >>> dequantize(torch.tensor([0, 3, 255]), scale=0.1, zero_point=3)
+        tensor([-0.3000,  0.0000, 25.2000])
     """
-    if not isinstance(q, torch.Tensor):
-        raise TypeError(f"dequantize: q must be a torch.Tensor, got {type(q).__name__}")
+    check_tensor(q, "dequantize", "q")
+    if q.is_floating_point() or q.is_complex() or q.dtype == torch.bool:
+        raise TypeError(f"dequantize: q must be an integer tensor of codes, got dtype {q.dtype}")
     axis = _check_axis(q, axis, "dequantize")
-    s = _per_channel_view(torch.as_tensor(scale, dtype=torch.float32, device=q.device), q, axis)
-    z = _per_channel_view(torch.as_tensor(zero_point, dtype=torch.float32, device=q.device), q, axis)
+    s = _check_qparam(scale, q, axis, "dequantize", "scale")
+    z = _check_qparam(zero_point, q, axis, "dequantize", "zero_point")
+    if bool((s <= 0).any()):
+        raise ValueError(f"dequantize: scale must be > 0, got {s.tolist()}")
+    if bool((z != torch.round(z)).any()):
+        raise ValueError(f"dequantize: zero_point must hold integers, got {z.tolist()}")
+    s, z = _per_channel_view(s, q, axis), _per_channel_view(z, q, axis)
     return (q.float() - z) * s
 
 
@@ -262,7 +330,20 @@ class RoundSTE(torch.autograd.Function):
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """``torch.round`` with a straight-through (identity) gradient; see :class:`RoundSTE`."""
+    """``torch.round`` with a straight-through (identity) gradient; see :class:`RoundSTE`.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
+        >>> y = round_ste(x)
+        >>> y.sum().backward()
+        >>> y.tolist(), x.grad.tolist()
+        ([0.0, 2.0], [1.0, 1.0])
+    """
+    check_tensor(x, "round_ste", "x", floating=True, nonempty=False)
     return RoundSTE.apply(x)
 
 
@@ -289,16 +370,30 @@ def fake_quantize(x: torch.Tensor, bits: int = 8, symmetric: bool = True, axis: 
         A float tensor like ``x`` holding only values of the grid.
 
     Raises:
-        TypeError, ValueError: as :func:`qparams`.
+        TypeError, ValueError: as :func:`qparams` and :func:`quantize` (NaN/Inf in ``x``
+            included); only one of ``scale``/``zero_point`` given.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.tensor([-1.0, 0.3, 0.99, 5.0], requires_grad=True)
+        >>> y = fake_quantize(x, bits=3, scale=1 / 3, zero_point=0)   # grid -1, -2/3, ..., 1
+        >>> y.sum().backward()
+        >>> [round(v, 3) for v in y.tolist()], x.grad.tolist()        # 5.0 saturates: gradient 0
+        ([-1.0, 0.333, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0])
     """
     _check_tensor(x, "fake_quantize")
     _check_bits(bits, "fake_quantize")
+    symmetric = check_bool(symmetric, "fake_quantize", "symmetric")
     axis = _check_axis(x, axis, "fake_quantize")
-    if scale is None or zero_point is None:
+    if (scale is None) != (zero_point is None):
+        raise ValueError("fake_quantize: give both scale and zero_point, or neither")
+    if scale is None:
         scale, zero_point = qparams(x, bits, symmetric, axis)
+    else:
+        scale, zero_point = _check_scale_zp(scale, zero_point, x, axis, bits, symmetric, "fake_quantize")
     qmin, qmax = qrange(bits, symmetric)
-    s = _per_channel_view(torch.as_tensor(scale, dtype=x.dtype, device=x.device), x, axis).detach()
-    z = _per_channel_view(torch.as_tensor(zero_point, dtype=x.dtype, device=x.device), x, axis).detach()
+    s = _per_channel_view(scale.to(x.dtype), x, axis).detach()
+    z = _per_channel_view(zero_point.to(x.dtype), x, axis).detach()
     with torch.no_grad():
         code = torch.round(x / s) + z                     # the integer code before saturation
         inside = (code >= qmin) & (code <= qmax)          # where the STE passes the gradient
@@ -319,8 +414,11 @@ def quantize_pow2(x: torch.Tensor, bits: int = 4, axis: int | None = None) -> to
     ``e_max = floor(log2(4 * max|x| / 3))`` (so the largest value rounds to ``2^e_max``),
     and each value goes to the *nearest* level in the linear domain (a magnitude
     between ``2^e`` and ``2^(e+1)`` rounds up from ``1.5 * 2^e``; below
-    ``2^(e_min - 1)`` it becomes 0).  Miyashita et al. (2016) round in the log domain
-    instead; the levels are the same.  Multiplying by such a weight is a bit shift.
+    ``2^(e_min - 1)`` it becomes 0).  The level *set* is not INQ's: INQ with ``b`` bits
+    keeps zero and only ``2^(b-2)`` exponents (one bit marks zero), while this grid uses
+    all ``2^(b-1)`` magnitude codes (zero and ``2^(b-1) - 1`` exponents).  Miyashita et
+    al. (2016) round in the log domain instead of the linear one.  Multiplying by such a
+    weight is a bit shift.
 
     Args:
         x: float tensor.
@@ -332,6 +430,11 @@ def quantize_pow2(x: torch.Tensor, bits: int = 4, axis: int | None = None) -> to
 
     Raises:
         TypeError, ValueError: as :func:`qparams`.
+
+    Examples:
+        >>> import torch
+        >>> quantize_pow2(torch.tensor([0.9, -0.3, 0.2, 0.1]), bits=3).tolist()   # levels 0, 1/4, 1/2, 1
+        [1.0, -0.25, 0.25, 0.0]
     """
     _check_tensor(x, "quantize_pow2")
     _check_bits(bits, "quantize_pow2")
@@ -369,6 +472,14 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).eval()
+        >>> folded = fold_batchnorm(m)
+        >>> type(folded[1]).__name__, torch.allclose(folded(torch.ones(1, 1, 3, 3)), m(torch.ones(1, 1, 3, 3)))
+        ('Identity', True)
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -402,6 +513,18 @@ class QuantLayer(nn.Module):
             ``"affine"`` or ``"pow2"`` (power of two, inference only).
         act_bits, act_symmetric: the input grid, or ``act_bits=None`` for float inputs.
         act_lo, act_hi: the calibrated input range (buffers, ``nan`` until :func:`calibrate`).
+
+    Raises:
+        TypeError: ``layer`` is not a Linear/Conv1d/Conv2d; a flag is not a bool; a bit width not an int.
+        ValueError: a bit width outside ``2..16``; an unknown ``scheme``; a padding mode other than zeros.
+        RuntimeError: (forward) ``act_bits`` is set but :func:`calibrate` was not run.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> q = QuantLayer(nn.Linear(4, 2), w_bits=4)
+        >>> len(torch.unique(q.quantized_weight()[0])) <= 2 ** 4 - 1
+        True
     """
 
     def __init__(self, layer: nn.Module, w_bits: int = 8, symmetric: bool = True, per_channel: bool = True,
@@ -411,13 +534,14 @@ class QuantLayer(nn.Module):
             raise TypeError(f"QuantLayer: expected one of {[c.__name__ for c in _QUANTIZABLE]}, got {type(layer).__name__}")
         if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and layer.padding_mode != "zeros":
             raise ValueError(f"QuantLayer: only padding_mode='zeros' is supported, got {layer.padding_mode!r}")
-        if scheme not in ("affine", "pow2"):
-            raise ValueError(f"QuantLayer: scheme must be 'affine' or 'pow2', got {scheme!r}")
+        check_choice(scheme, "QuantLayer", "scheme", ("affine", "pow2"))
         self.layer = layer
-        self.w_bits = _check_bits(w_bits, "QuantLayer")
-        self.act_bits = None if act_bits is None else _check_bits(act_bits, "QuantLayer")
-        self.symmetric, self.per_channel, self.scheme = bool(symmetric), bool(per_channel), scheme
-        self.act_symmetric = bool(act_symmetric)
+        self.w_bits = _check_bits(w_bits, "QuantLayer", "w_bits")
+        self.act_bits = None if act_bits is None else _check_bits(act_bits, "QuantLayer", "act_bits")
+        self.symmetric = check_bool(symmetric, "QuantLayer", "symmetric")
+        self.per_channel = check_bool(per_channel, "QuantLayer", "per_channel")
+        self.scheme = scheme
+        self.act_symmetric = check_bool(act_symmetric, "QuantLayer", "act_symmetric")
         self.register_buffer("act_lo", torch.tensor(float("nan")))
         self.register_buffer("act_hi", torch.tensor(float("nan")))
 
@@ -464,16 +588,24 @@ def quantize_model(model: nn.Module, w_bits: int = 8, symmetric: bool = True, pe
         The new model, in the train/eval mode of ``model``.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
+        TypeError: ``model`` is not an ``nn.Module``; a flag is not a bool; ``skip`` a string.
         ValueError: bad bit widths or scheme; a name in ``skip`` that is not a
             quantizable layer; a model with no Linear/Conv layer.
+
+    Examples:
+        >>> from torch import nn
+        >>> q = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), w_bits=4)
+        >>> [type(m).__name__ for m in q]
+        ['QuantLayer', 'ReLU', 'QuantLayer']
     """
     _check_model(model, "quantize_model")
-    _check_bits(w_bits, "quantize_model")
+    _check_bits(w_bits, "quantize_model", "w_bits")
     if act_bits is not None:
-        _check_bits(act_bits, "quantize_model")
-    if scheme not in ("affine", "pow2"):
-        raise ValueError(f"quantize_model: scheme must be 'affine' or 'pow2', got {scheme!r}")
+        _check_bits(act_bits, "quantize_model", "act_bits")
+    check_choice(scheme, "quantize_model", "scheme", ("affine", "pow2"))
+    for flag, value in (("symmetric", symmetric), ("per_channel", per_channel), ("act_symmetric", act_symmetric),
+                        ("fold_bn", fold_bn)):
+        check_bool(value, "quantize_model", flag)
     if isinstance(skip, str):
         raise TypeError(f"quantize_model: skip must be a collection of layer names, got the string {skip!r}")
     skip = set(skip)
@@ -484,11 +616,11 @@ def quantize_model(model: nn.Module, w_bits: int = 8, symmetric: bool = True, pe
         raise ValueError(f"quantize_model: skip names {sorted(skip - layers)} are not Linear/Conv layers of the model")
     training = model.training
     new = fold_batchnorm(model) if fold_bn else copy.deepcopy(model)
+    if "" in layers - skip:  # the model is itself one Linear/Conv layer
+        return QuantLayer(new, w_bits, symmetric, per_channel, act_bits, act_symmetric, scheme).train(training)
     for name in sorted(layers - skip):
-        parent_name, _, child = name.rpartition(".")
-        parent = new.get_submodule(parent_name) if parent_name else new
-        setattr(parent, child, QuantLayer(getattr(parent, child), w_bits, symmetric, per_channel,
-                                          act_bits, act_symmetric, scheme))
+        set_submodule(new, name, QuantLayer(new.get_submodule(name), w_bits, symmetric, per_channel,
+                                            act_bits, act_symmetric, scheme), "quantize_model")
     return new.train(training)
 
 
@@ -515,14 +647,20 @@ def calibrate(qmodel: nn.Module, inputs, method: str = "minmax", percentile: flo
         ``{layer name: (lo, hi)}`` — the ranges set.
 
     Raises:
-        TypeError: ``qmodel`` is not a module; a batch is not a tensor.
-        ValueError: unknown method, bad percentile, no QuantLayer, or no data.
+        TypeError: ``qmodel`` is not a module; a batch is not a floating-point tensor.
+        ValueError: unknown method, bad percentile, no QuantLayer, no data, a batch with
+            NaN/Inf, a batch the model cannot run (wrong shape), or NaN/Inf activations.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> q = quantize_model(nn.Sequential(nn.Linear(4, 2)), act_bits=8)
+        >>> calibrate(q, torch.tensor([[0.0, 1.0, 2.0, 3.0]]))
+        {'0': (0.0, 3.0)}
     """
     _check_model(qmodel, "calibrate")
-    if method not in ("minmax", "percentile"):
-        raise ValueError(f"calibrate: method must be 'minmax' or 'percentile', got {method!r}")
-    if not 50.0 < float(percentile) <= 100.0:
-        raise ValueError(f"calibrate: percentile must be in (50, 100], got {percentile}")
+    check_choice(method, "calibrate", "method", ("minmax", "percentile"))
+    percentile = check_float(percentile, "calibrate", "percentile", minimum=50.0, maximum=100.0, min_open=True)
     qlayers = {n: m for n, m in qmodel.named_modules() if isinstance(m, QuantLayer)}
     if not qlayers:
         raise ValueError("calibrate: the model has no QuantLayer; build it with quantize_model first")
@@ -531,28 +669,38 @@ def calibrate(qmodel: nn.Module, inputs, method: str = "minmax", percentile: flo
     hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: seen[n].append(args[0].detach().flatten().float().cpu()))
              for n, m in qlayers.items()]
     batches = [inputs] if isinstance(inputs, torch.Tensor) else inputs
-    training = qmodel.training
+    modes = [(m, m.training) for m in qmodel.modules()]
     qmodel.eval()
     dev = next(qmodel.parameters()).device
     try:
         for m in qlayers.values():
             m.act_bits = None
+        if not isinstance(batches, Iterable):
+            raise TypeError(f"calibrate: inputs must be a tensor or an iterable of batches, got {_given(inputs)}")
         for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            x = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
             if not isinstance(x, torch.Tensor):
-                raise TypeError(f"calibrate: batches must be tensors or (x, y) pairs, got {type(x).__name__}")
-            qmodel(x.to(dev))
+                raise TypeError(f"calibrate: batches must be tensors or (x, y) pairs, got {_given(x)}")
+            _check_tensor(x, "calibrate", "a calibration batch")
+            try:
+                qmodel(x.to(dev))
+            except (RuntimeError, ValueError, IndexError) as exc:
+                raise ValueError(f"calibrate: the model cannot run on a batch of shape {tuple(x.shape)} "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     finally:
         for h in hooks:
             h.remove()
         for n, m in qlayers.items():
             m.act_bits = saved_bits[n]
-        qmodel.train(training)
+        for m, training in modes:  # every sub-module back in its own mode, also after an error
+            m.training = training
     ranges = {}
     for n, m in qlayers.items():
         if not seen[n]:
             raise ValueError("calibrate: no data was run through the model")
         v = torch.cat(seen[n])
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"calibrate: the input of {n!r} holds NaN or Inf; no range can be set")
         if method == "minmax":
             lo, hi = float(v.min()), float(v.max())
         else:
@@ -578,6 +726,13 @@ def quantized_size_bytes(model: nn.Module) -> int:
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
+
+    Examples:
+        >>> from torch import nn
+        >>> quantized_size_bytes(nn.Linear(10, 10))                       # 110 float32 values
+        440
+        >>> quantized_size_bytes(quantize_model(nn.Linear(10, 10), w_bits=8))   # 100 B + 10 scales + 10 biases
+        180
     """
     _check_model(model, "quantized_size_bytes")
     total, counted = 0, set()
@@ -600,8 +755,7 @@ def quantized_size_bytes(model: nn.Module) -> int:
 
 # ------------------------------------------------------------ low-rank factorization
 def _check_rank(rank, max_rank: int, where: str) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise TypeError(f"{where}: rank must be an int, got {type(rank).__name__}")
+    rank = check_int(rank, where, "rank")
     if not 1 <= rank <= max_rank:
         raise ValueError(f"{where}: rank must be in 1..{max_rank} for this layer, got {rank}")
     return rank
@@ -624,12 +778,19 @@ def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
 
     Raises:
         TypeError: ``layer`` is not an ``nn.Linear``; ``rank`` is not an int.
-        ValueError: ``rank`` outside ``1..min(in, out)``.
+        ValueError: ``rank`` outside ``1..min(in, out)``; a weight with NaN/Inf.
+
+    Examples:
+        >>> from torch import nn
+        >>> f = factorize_linear(nn.Linear(64, 32), rank=4)
+        >>> [tuple(m.weight.shape) for m in f], sum(p.numel() for p in f.parameters())   # 4 * (64 + 32) + 32
+        ([(4, 64), (32, 4)], 416)
     """
     if not isinstance(layer, nn.Linear):
         raise TypeError(f"factorize_linear: expected nn.Linear, got {type(layer).__name__}")
     out_f, in_f = layer.weight.shape
     _check_rank(rank, min(out_f, in_f), "factorize_linear")
+    check_tensor(layer.weight.detach(), "factorize_linear", "the layer's weight", finite=True)
     a, b = _truncated_svd(layer.weight, rank)
     first = nn.Linear(in_f, rank, bias=False)
     second = nn.Linear(rank, out_f, bias=layer.bias is not None)
@@ -652,7 +813,13 @@ def factorize_conv2d(layer: nn.Conv2d, rank: int) -> nn.Sequential:
     Raises:
         TypeError: ``layer`` is not an ``nn.Conv2d``; ``rank`` is not an int.
         ValueError: grouped convolution or non-zero padding mode; ``rank`` outside
-            ``1..min(out, in·kh·kw)``.
+            ``1..min(out, in·kh·kw)``; a weight with NaN/Inf.
+
+    Examples:
+        >>> from torch import nn
+        >>> f = factorize_conv2d(nn.Conv2d(8, 16, 3, padding=1), rank=2)
+        >>> [tuple(m.weight.shape) for m in f]
+        [(2, 8, 3, 3), (16, 2, 1, 1)]
     """
     if not isinstance(layer, nn.Conv2d):
         raise TypeError(f"factorize_conv2d: expected nn.Conv2d, got {type(layer).__name__}")
@@ -661,6 +828,7 @@ def factorize_conv2d(layer: nn.Conv2d, rank: int) -> nn.Sequential:
                          f"got groups={layer.groups}, padding_mode={layer.padding_mode!r}")
     out_c, in_c, kh, kw = layer.weight.shape
     _check_rank(rank, min(out_c, in_c * kh * kw), "factorize_conv2d")
+    check_tensor(layer.weight.detach(), "factorize_conv2d", "the layer's weight", finite=True)
     a, b = _truncated_svd(layer.weight.reshape(out_c, -1), rank)
     first = nn.Conv2d(in_c, rank, (kh, kw), layer.stride, layer.padding, layer.dilation, bias=False)
     second = nn.Conv2d(rank, out_c, 1, bias=layer.bias is not None)
@@ -687,10 +855,17 @@ def low_rank(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
         TypeError: ``model`` is not a module or ``ranks`` not a dict; a named layer is
             neither Linear nor Conv2d; a rank is not an int.
         ValueError: an unknown layer name; a rank outside ``1..min(out, in·kh·kw)``.
+
+    Examples:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+        >>> small = low_rank(m, {"0": 8})
+        >>> sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in m.parameters())
+        True
     """
     _check_model(model, "low_rank")
     if not isinstance(ranks, dict) or not ranks:
-        raise TypeError(f"low_rank: ranks must be a non-empty dict {{layer name: rank}}, got {ranks!r}")
+        raise TypeError(f"low_rank: ranks must be a non-empty dict {{layer name: rank}}, got {_given(ranks)}")
     modules = dict(model.named_modules())
     for name, rank in ranks.items():  # validate everything before building anything
         if name not in modules or name == "":
@@ -704,11 +879,9 @@ def low_rank(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
             raise TypeError(f"low_rank: {name!r} is a {type(lay).__name__}; only Linear and Conv2d can be factorized")
     new = copy.deepcopy(model)
     for name, rank in ranks.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = new.get_submodule(parent_name) if parent_name else new
-        lay = getattr(parent, child)
+        lay = new.get_submodule(name)
         fact = factorize_linear(lay, rank) if isinstance(lay, nn.Linear) else factorize_conv2d(lay, rank)
-        setattr(parent, child, fact)
+        set_submodule(new, name, fact, "low_rank")
     return new
 
 
@@ -742,7 +915,20 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
         The file size in bytes.
 
     Raises:
-        TypeError: ``model`` is not a module or ``example_input`` not a float tensor.
+        TypeError: ``model`` is not a module, ``example_input`` not a float tensor of at
+            least one dimension, ``path`` not a path.
+        ValueError: ``example_input`` holds NaN/Inf; the model cannot run on it; the
+            exported graph has a fixed batch size (the model's forward turned the batch
+            size into a constant, e.g. with ``len(x)`` instead of ``x.shape[0]``).
+
+    Examples:
+        >>> import os, tempfile, torch
+        >>> from torch import nn
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = os.path.join(d, "m.onnx")
+        ...     _ = export_onnx(nn.Linear(4, 2), torch.zeros(1, 4), path)
+        ...     [tuple(OnnxModel(path)(torch.zeros(b, 4)).shape) for b in (1, 3, 64)]
+        [(1, 2), (3, 2), (64, 2)]
     """
     import contextlib
     import io
@@ -751,19 +937,43 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
 
     _check_model(model, "export_onnx")
     _check_tensor(example_input, "export_onnx", "example_input")
+    if example_input.dim() < 1:
+        raise TypeError("export_onnx: example_input must have a batch axis, got a 0-d tensor")
+    path = _check_path(path, "export_onnx")
     m = copy.deepcopy(model).cpu().eval()
     x = example_input.detach().cpu()
     if len(x) == 1:
         x = torch.cat([x, x])
+    try:
+        with torch.no_grad():
+            m(x)
+    except Exception as exc:
+        raise ValueError(f"export_onnx: the model cannot run on example_input of shape {tuple(x.shape)} "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     batch = torch.export.Dim("batch", min=1, max=65536)
     with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-        torch.onnx.export(m, (x,), str(path), dynamo=True, external_data=False,
+        torch.onnx.export(m, (x,), path, dynamo=True, external_data=False,
                           input_names=["x"], output_names=["logits"], dynamic_shapes=({0: batch},))
-    proto = onnx.load(str(path))
+    proto = onnx.load(path)
+    first = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    if first.HasField("dim_value"):
+        os.remove(path)
+        raise ValueError(f"export_onnx: the exported graph has a fixed batch size of {first.dim_value}: "
+                         f"{type(model).__name__}.forward turns the batch size into a constant "
+                         f"(use x.shape[0] or -1 rather than len(x) in reshapes)")
     for item in [*proto.graph.node, *proto.graph.input, *proto.graph.output, *proto.graph.initializer]:
         del item.metadata_props[:]
-    onnx.save(proto, str(path))
+    onnx.save(proto, path)
     return os.path.getsize(path)
+
+
+def _check_path(path, where: str, name: str = "path", exists: bool = False) -> str:
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise TypeError(f"{where}: {name} must be a file path (str or os.PathLike), got {_given(path)}")
+    path = os.fspath(path)
+    if exists and not os.path.isfile(path):
+        raise FileNotFoundError(f"{where}: no ONNX file at {path!r}")
+    return path
 
 
 def onnx_tensor_bytes(path) -> dict[str, int]:
@@ -774,15 +984,15 @@ def onnx_tensor_bytes(path) -> dict[str, int]:
         plus ``"total"``: what the weights themselves occupy, without the graph.
 
     Raises:
+        TypeError: ``path`` is not a path.
         FileNotFoundError: no such file.
     """
     import onnx
     from onnx import numpy_helper
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"onnx_tensor_bytes: no ONNX file at {path}")
+    path = _check_path(path, "onnx_tensor_bytes", exists=True)
     out: dict[str, int] = {}
-    for init in onnx.load(str(path)).graph.initializer:
+    for init in onnx.load(path).graph.initializer:
         arr = numpy_helper.to_array(init)
         out[str(arr.dtype)] = out.get(str(arr.dtype), 0) + arr.nbytes
     out["total"] = sum(out.values())
@@ -813,15 +1023,29 @@ def quantize_onnx(float_path, int8_path, calibration: torch.Tensor, per_channel:
         The size of the int8 file in bytes.
 
     Raises:
-        TypeError: ``calibration`` is not a float tensor.
-        ValueError: ``batch_size < 1``.
+        TypeError: ``calibration`` is not a float tensor; bad path or flag types.
+        FileNotFoundError: no file at ``float_path``.
+        ValueError: ``batch_size < 1``; NaN/Inf in ``calibration``; ONNX Runtime cannot
+            quantize the graph (the message names its error).
+
+    Examples:
+        >>> import os, tempfile, torch
+        >>> from torch import nn
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     f32, i8 = os.path.join(d, "f.onnx"), os.path.join(d, "i.onnx")
+        ...     _ = export_onnx(nn.Linear(64, 64), torch.zeros(1, 64), f32)
+        ...     _ = quantize_onnx(f32, i8, torch.randn(32, 64))
+        ...     onnx_tensor_bytes(i8)["int8"]   # 64 * 64 weights of one byte + 64 per-channel zero points
+        4160
     """
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
                                           quantize_static)
 
+    float_path = _check_path(float_path, "quantize_onnx", "float_path", exists=True)
+    int8_path = _check_path(int8_path, "quantize_onnx", "int8_path")
     _check_tensor(calibration, "quantize_onnx", "calibration")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"quantize_onnx: batch_size must be an int >= 1, got {batch_size!r}")
+    per_channel = check_bool(per_channel, "quantize_onnx", "per_channel")
+    batch_size = check_int(batch_size, "quantize_onnx", "batch_size", minimum=1)
     _quiet_onnxruntime()
     data = calibration.detach().cpu().numpy()
 
@@ -834,9 +1058,22 @@ def quantize_onnx(float_path, int8_path, calibration: torch.Tensor, per_channel:
 
     prepared = f"{int8_path}.pre.onnx"  # ONNX Runtime's recommended pre-processing: shape inference + graph optimization
     try:
-        quant_pre_process(str(float_path), prepared)
-        quantize_static(prepared, str(int8_path), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        try:
+            quant_pre_process(str(float_path), prepared)
+        except Exception:  # ONNX Runtime's symbolic shape inference fails on some graphs (a Concat of a
+            # broadcast buffer, in MessagePassingGNN): ONNX's own shape inference is enough for quantization
+            quant_pre_process(str(float_path), prepared, skip_symbolic_shape=True)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # ONNX Runtime's quantizer warns on the root logger (e.g. about LayerNorm weights)
+        try:
+            quantize_static(prepared, int8_path, Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        except Exception as exc:
+            raise ValueError(f"quantize_onnx: ONNX Runtime could not quantize {os.fspath(float_path)!r} "
+                             f"({type(exc).__name__}: {exc})") from exc
+        finally:
+            root.setLevel(level)
     finally:
         if os.path.exists(prepared):
             os.remove(prepared)
@@ -851,26 +1088,40 @@ class OnnxModel:
         threads: intra-op threads (``None``: ONNX Runtime's default, all cores).
 
     Raises:
+        TypeError: ``path`` is not a path; ``threads`` not an int.
         FileNotFoundError: no such file.
+        ValueError: ``threads < 1``; (call) an input ONNX Runtime rejects (wrong shape).
+
+    Examples:
+        >>> import os, tempfile, torch
+        >>> from torch import nn
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = export_onnx(nn.Linear(4, 2), torch.zeros(1, 4), os.path.join(d, "m.onnx"))
+        ...     OnnxModel(os.path.join(d, "m.onnx"), threads=1)(torch.zeros(5, 4)).shape
+        torch.Size([5, 2])
     """
 
     def __init__(self, path, threads: int | None = None):
         import onnxruntime as ort
 
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"OnnxModel: no ONNX file at {path}")
+        path = _check_path(path, "OnnxModel", exists=True)
+        if threads is not None:
+            threads = check_int(threads, "OnnxModel", "threads", minimum=1)
         _quiet_onnxruntime()
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"OnnxModel: expected a torch.Tensor, got {type(x).__name__}")
-        out = self.session.run(None, {self.input_name: x.detach().cpu().float().numpy()})[0]
+        check_tensor(x, "OnnxModel", "x")
+        try:
+            out = self.session.run(None, {self.input_name: x.detach().cpu().float().numpy()})[0]
+        except Exception as exc:  # onnxruntime's InvalidArgument etc.
+            raise ValueError(f"OnnxModel: ONNX Runtime rejected an input of shape {tuple(x.shape)} "
+                             f"({str(exc).splitlines()[0]})") from exc
         return torch.from_numpy(out)
 
 

@@ -1,6 +1,7 @@
 """Unit tests of nnbook.quantize: grids, round trips, STE, model transforms, SVD, ONNX int8."""
 import copy
 import math
+import os
 
 import pytest
 import torch
@@ -344,3 +345,112 @@ def test_cpu_int8_features_keys():
     feats = Q.cpu_int8_features()
     assert set(feats) == {"avx2", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}
     assert all(isinstance(v, bool) for v in feats.values())
+
+
+# ------------------------------------------------ STE vs PyTorch's fake-quant (issue 16)
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_ste_gradient_matches_torch_fake_quantize_per_channel(bits, symmetric):
+    torch.manual_seed(bits)
+    w = torch.randn(32, 64, requires_grad=True)
+    scale, zp = Q.qparams(w, bits, symmetric, axis=0)
+    Q.fake_quantize(w, bits, symmetric, axis=0).sum().backward()
+    ref_w = w.detach().clone().requires_grad_()
+    qmin, qmax = Q.qrange(bits, symmetric)
+    ref = torch.fake_quantize_per_channel_affine(ref_w, scale, zp.to(torch.int32), 0, qmin, qmax)
+    ref.sum().backward()
+    assert torch.allclose(Q.fake_quantize(w.detach(), bits, symmetric, axis=0), ref.detach(), atol=1e-6)
+    # min-max ranges cover every weight: the gradient is 1 everywhere, the end codes included
+    assert torch.equal(w.grad, ref_w.grad) and bool((w.grad == 1).all())
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_ste_gradient_matches_torch_per_tensor_with_saturation(bits, symmetric):
+    torch.manual_seed(0)
+    x = (torch.randn(2000) * 2).requires_grad_()
+    qmin, qmax = Q.qrange(bits, symmetric)
+    scale, zp = 0.5 / (2 ** (bits - 2)), (0 if symmetric else (qmax + 1) // 2)  # a range that clips the tails
+    Q.fake_quantize(x, bits, symmetric, scale=scale, zero_point=zp).sum().backward()
+    ref_x = x.detach().clone().requires_grad_()
+    torch.fake_quantize_per_tensor_affine(ref_x, scale, zp, qmin, qmax).sum().backward()
+    assert torch.equal(x.grad, ref_x.grad)
+    codes = torch.round(x.detach() / scale) + zp
+    at_ends = (codes == qmin) | (codes == qmax)
+    assert at_ends.any() and bool((x.grad[at_ends] == 1).all())       # values rounding to the end codes pass
+    outside = (codes < qmin) | (codes > qmax)
+    assert outside.any() and bool((x.grad[outside] == 0).all())        # saturated values do not
+
+
+def test_quantlayer_qat_gradient_reaches_every_weight_at_2_bits():
+    torch.manual_seed(0)
+    layer = Q.QuantLayer(nn.Linear(64, 32), w_bits=2, symmetric=True, per_channel=True)
+    layer(torch.randn(8, 64)).pow(2).sum().backward()
+    assert float((layer.layer.weight.grad == 0).float().mean()) == 0.0   # the old STE zeroed 50 % of them
+
+
+def test_count_params_trainable_only():
+    from nnbook.measure import count_params
+
+    m = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    assert count_params(m, trainable_only=True) == count_params(m) == 23
+    m[0].requires_grad_(False)
+    assert count_params(m, trainable_only=True) == 8
+    import torch.nn.utils.prune as tprune
+
+    tprune.l1_unstructured(m[1], "weight", amount=0.5)
+    assert count_params(m, trainable_only=True) == 8 and count_params(m, nonzero=True, trainable_only=True) == 5
+
+
+# ------------------------------------------- ONNX: a dynamic batch axis for every book model
+def _book_models():
+    from nnbook import models as M
+
+    return {
+        "mlp": (lambda: M.mlp(64, (16,)), (64,)),
+        "softmax_regression": (lambda: M.softmax_regression(), (40,)),
+        "DigitsCNN": (lambda: M.DigitsCNN((4, 8, 8)), (1, 8, 8)),
+        "residual_mlp": (lambda: M.residual_mlp(64, 16, 2), (64,)),
+        "ConvNet1d": (lambda: M.ConvNet1d(8), (40,)),
+        "RecurrentClassifier-gru": (lambda: M.RecurrentClassifier("gru", 8), (40,)),
+        "RecurrentClassifier-lstm": (lambda: M.RecurrentClassifier("lstm", 8), (40,)),
+        "RecurrentClassifier-rnn": (lambda: M.RecurrentClassifier("rnn", 8), (40,)),
+        "MessagePassingGNN": (lambda: M.MessagePassingGNN(8, rounds=1), (40,)),
+        "TransformerClassifier": (lambda: M.TransformerClassifier(16, 2), (40,)),
+    }
+
+
+# The models that had bugs (fixed batch, failing quantization) always run; the rest (tens of seconds each,
+# the recurrent ones most) run when NNBOOK_SLOW_TESTS=1, as in CI.
+_ALWAYS = ("DigitsCNN", "TransformerClassifier", "MessagePassingGNN")
+_SLOW = pytest.mark.skipif(os.environ.get("NNBOOK_SLOW_TESTS") != "1", reason="slow: set NNBOOK_SLOW_TESTS=1")
+
+
+@pytest.mark.parametrize("name", [n if n in _ALWAYS else pytest.param(n, marks=_SLOW) for n in _book_models()])
+def test_export_and_quantize_onnx_keep_a_dynamic_batch(name, tmp_path):
+    make, shape = _book_models()[name]
+    torch.manual_seed(0)
+    model = make().eval()
+    f32, i8 = tmp_path / "f.onnx", tmp_path / "i.onnx"
+    Q.export_onnx(model, torch.randn(1, *shape), f32)
+    Q.quantize_onnx(f32, i8, torch.randn(16, *shape))
+    runs = {"float32": Q.OnnxModel(f32, threads=1), "int8": Q.OnnxModel(i8, threads=1)}
+    for batch in (1, 3, 64):
+        x = torch.randn(batch, *shape)
+        with torch.no_grad():
+            ref = model(x)
+        assert runs["float32"](x).shape == ref.shape and torch.allclose(runs["float32"](x), ref, atol=1e-4)
+        assert runs["int8"](x).shape == ref.shape
+
+
+def test_export_onnx_refuses_a_model_that_fixes_the_batch(tmp_path):
+    class FixedBatch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.lin(x.reshape(len(x), 4))   # len(x) becomes a constant in torch.export
+
+    with pytest.raises(ValueError, match="export_onnx: the exported graph has a fixed batch size"):
+        Q.export_onnx(FixedBatch(), torch.randn(3, 4), tmp_path / "m.onnx")
