@@ -544,20 +544,27 @@ def augmented_step(augment: Callable[[torch.Tensor], torch.Tensor],
 # --------------------------------------------------------------------------- recurrent dropout
 
 class RecurrentDropoutClassifier(nn.Module):
-    """A GRU sequence classifier with dropout on its recurrent state: naive or variational.
+    """A GRU sequence classifier with dropout on its recurrent connections: naive or variational.
 
-    The hidden state ``h_{t-1}`` that enters the GRU cell at step ``t`` is multiplied by
-    a dropout mask (inverted scaling, ``1 / (1 - p)``):
+    At step ``t`` a GRU computes its gates from the input ``x_t`` and the previous state
+    ``h_{t-1}`` (``r, z = σ(W x_t + U h_{t-1} + b)``, ``n = tanh(W_n x_t + r ⊙ (U_n h_{t-1} + b_n))``)
+    and then mixes ``h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}``. Dropout here multiplies the copy of
+    ``h_{t-1}`` that enters the recurrent products ``U h_{t-1}`` by a mask (inverted scaling,
+    ``1 / (1 - p)``); the carry path ``z ⊙ h_{t-1}`` is left unmasked, as in Gal & Ghahramani's
+    (2016) GRU and Keras' ``recurrent_dropout``:
 
     * ``mode="naive"``: a fresh mask at every time step (standard dropout applied
       step by step);
     * ``mode="variational"``: one mask per sequence, reused at every step (Gal &
       Ghahramani, 2016), the dropout that follows from reading the network as a
       Bayesian model;
-    * ``mode="none"``: no dropout.
+    * ``mode="none"``: no dropout (then the model computes exactly what ``nn.GRUCell`` does).
 
-    The last hidden state goes through a linear head. The loop over time steps is
-    written out (an ``nn.GRUCell`` per step) because the masks are the lesson.
+    Why not mask the whole state? A unit kept by a variational mask would then be
+    multiplied by ``1 / (1 - p)`` at *every* step through the carry path: after ``T`` steps
+    by ``(1 - p)^-T`` (about 1,000 for ``p = 0.5, T = 10``), which wrecks training. The
+    step is written out (not ``nn.GRUCell``) because where the mask goes is the lesson;
+    the weights live in an ``nn.GRUCell`` so the two can be compared.
 
     Args:
         hidden: hidden-state size, ``>= 1``.
@@ -567,6 +574,8 @@ class RecurrentDropoutClassifier(nn.Module):
 
         input_size: values fed to the cell per time step; a 2-D input ``(N, L)`` is read
             as ``L / input_size`` steps of ``input_size`` consecutive values.
+        mask_carry: also mask the carry path ``z ⊙ h_{t-1}`` (the whole state), the common
+            mistake described above; ``False`` (default) follows Gal & Ghahramani.
 
     Shapes:
         input ``(N, L)`` or ``(N, T, input_size)``, float; output ``(N, n_classes)``.
@@ -582,13 +591,14 @@ class RecurrentDropoutClassifier(nn.Module):
     """
 
     def __init__(self, hidden: int = 32, p: float = 0.25, mode: str = "variational", n_classes: int = 10,
-                 input_size: int = 1):
+                 input_size: int = 1, mask_carry: bool = False):
         super().__init__()
         self.input_size = check_int(input_size, "RecurrentDropoutClassifier", "input_size", minimum=1)
         self.hidden = check_int(hidden, "RecurrentDropoutClassifier", "hidden", minimum=1)
         self.p = check_fraction(p, "RecurrentDropoutClassifier", "p")
         self.mode = check_choice(mode, "RecurrentDropoutClassifier", "mode", ("naive", "variational", "none"))
         n_classes = check_int(n_classes, "RecurrentDropoutClassifier", "n_classes", minimum=1)
+        self.mask_carry = check_bool(mask_carry, "RecurrentDropoutClassifier", "mask_carry")
         self.cell = nn.GRUCell(self.input_size, self.hidden)
         self.head = nn.Linear(self.hidden, n_classes)
 
@@ -609,8 +619,15 @@ class RecurrentDropoutClassifier(nn.Module):
         h = x.new_zeros(x.shape[0], self.hidden)
         drop = self.training and self.mode != "none" and self.p > 0
         mask = self._mask(h) if drop and self.mode == "variational" else None  # one mask per sequence
+        c = self.cell
         for t in range(x.shape[1]):
-            if drop:
-                h = h * (self._mask(h) if self.mode == "naive" else mask)  # naive: a fresh mask per step
-            h = self.cell(x[:, t], h)
+            h_in = h
+            if drop:  # naive: a fresh mask per step; variational: the sequence's mask
+                h_in = h * (self._mask(h) if self.mode == "naive" else mask)
+            gi = F.linear(x[:, t], c.weight_ih, c.bias_ih).chunk(3, dim=1)    # input part of r, z, n
+            gh = F.linear(h_in, c.weight_hh, c.bias_hh).chunk(3, dim=1)       # recurrent part (masked)
+            r = torch.sigmoid(gi[0] + gh[0])
+            z = torch.sigmoid(gi[1] + gh[1])
+            n = torch.tanh(gi[2] + r * gh[2])
+            h = (1 - z) * n + z * (h_in if self.mask_carry else h)  # the carry path: unmasked by default
         return self.head(h)

@@ -380,3 +380,30 @@ def test_recurrent_dropout_bad_input():
         model(torch.randn(2, 10))
     with pytest.raises(ValueError, match="features per step"):
         model(torch.randn(2, 10, 3))
+
+
+def test_recurrent_dropout_none_equals_grucell():
+    """With no dropout the written-out step computes exactly what nn.GRUCell computes."""
+    torch.manual_seed(0)
+    model = R.RecurrentDropoutClassifier(6, 0.5, "none", input_size=4).train()
+    x = torch.randn(3, 5, 4)
+    h = torch.zeros(3, 6)
+    for t in range(5):
+        h = model.cell(x[:, t], h)
+    assert torch.allclose(model(x), model.head(h), atol=1e-6)
+
+
+def test_recurrent_dropout_leaves_the_carry_path_unmasked():
+    """An all-zero mask removes only the recurrent products, never the carried state."""
+    torch.manual_seed(0)
+    model = R.RecurrentDropoutClassifier(4, 0.5, "variational", input_size=2).train()
+    model._mask = lambda h: torch.zeros_like(h)
+    x = torch.randn(2, 3, 2)
+    c = model.cell
+    h = torch.zeros(2, 4)
+    for t in range(3):
+        gi = torch.nn.functional.linear(x[:, t], c.weight_ih, c.bias_ih).chunk(3, 1)
+        r, z = torch.sigmoid(gi[0] + c.bias_hh[:4]), torch.sigmoid(gi[1] + c.bias_hh[4:8])
+        n = torch.tanh(gi[2] + r * c.bias_hh[8:])
+        h = (1 - z) * n + z * h
+    assert torch.allclose(model(x), model.head(h), atol=1e-6)
