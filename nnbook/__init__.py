@@ -6,9 +6,13 @@ size and speed (:mod:`nnbook.measure`), plotting (:mod:`nnbook.plot`), the
 book's reference models (:mod:`nnbook.models`) and an atomic on-disk cache
 (:mod:`nnbook.cache`), and the book's one way of stating a number,
 :func:`nnbook.claim`.  The techniques the book teaches have a module (or package)
-each: :mod:`nnbook.nas` (chapter 3), :mod:`nnbook.prune` (chapter 4),
-:mod:`nnbook.quantize` (chapter 5), :mod:`nnbook.regularize` (chapter 6),
-:mod:`nnbook.dynamic` (chapter 7) and :mod:`nnbook.multimodal` (chapter 8).
+each: :mod:`nnbook.nas` (chapter 3), :mod:`nnbook.prune` and :mod:`nnbook.sparsity`
+(chapters 4 and 4b), :mod:`nnbook.quantize` (chapter 5), :mod:`nnbook.intquant`
+(5b: integer-only arithmetic, LSQ), :mod:`nnbook.weightonly` (5c: group-wise int4,
+GPTQ, AWQ), :mod:`nnbook.regularize` (chapter 6), :mod:`nnbook.dynamic` (chapter 7),
+:mod:`nnbook.multimodal` (chapter 8), and for the case studies of chapter 9
+:mod:`nnbook.distill` (knowledge distillation), :mod:`nnbook.charlm` (9b) and
+:mod:`nnbook.streaming` (9c).
 Shared input checks live in the private :mod:`nnbook._checks`.
 
 The version below is stamped into every chapter's setup cell
@@ -21,16 +25,20 @@ from .utils import check_version, current_seed, device, seed_everything, show_so
 from .claim import claim  # noqa: E402
 from . import cache, data, measure, models, plot, train  # noqa: E402
 from . import dynamic, multimodal, nas, prune, quantize, regularize  # noqa: E402
+from . import charlm, distill, intquant, sparsity, streaming, weightonly  # noqa: E402
 
 __all__ = [
     "__version__",
     "cache",
+    "charlm",
     "check_version",
     "claim",
     "current_seed",
     "data",
     "device",
+    "distill",
     "dynamic",
+    "intquant",
     "measure",
     "models",
     "multimodal",
@@ -41,5 +49,8 @@ __all__ = [
     "regularize",
     "seed_everything",
     "show_source",
+    "sparsity",
+    "streaming",
     "train",
+    "weightonly",
 ]
