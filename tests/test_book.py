@@ -16,8 +16,13 @@ import stamp_setup  # noqa: E402
 def _toc_files():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [toc["root"]]
+    def walk(entries):  # a chapter's later notebooks (4b, 5b, 5c) are its sections
+        for entry in entries:
+            files.append(entry["file"])
+            walk(entry.get("sections", []))
+
     for part in toc.get("parts", []):
-        files += [c["file"] for c in part.get("chapters", [])]
+        walk(part.get("chapters", []))
     return files
 
 

@@ -408,7 +408,15 @@ def check_page(driver, site: Site, rel: str, *, chapter: bool = False, min_font_
 def book_pages() -> list[tuple[str, bool]]:
     """``(path of the HTML page, is it a chapter)`` for every page in _toc.yml, plus the index pages."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    files = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    files = [toc["root"]]
+
+    def walk(entries):  # sections too: a chapter's later notebooks (4b, 5b, 5c)
+        for entry in entries:
+            files.append(entry["file"])
+            walk(entry.get("sections", []))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
     pages = [("index.html", False)] + [(f"{f}.html", f.startswith("chapters/")) for f in files]
     return pages + [("genindex.html", False), ("search.html", False)]
 
