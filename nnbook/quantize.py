@@ -172,7 +172,8 @@ def _range_to_qparams(mn: torch.Tensor, mx: torch.Tensor, bits: int, symmetric: 
         scale = torch.maximum(-mn, mx) / qmax
     else:
         scale = (mx - mn) / (qmax - qmin)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    eps = torch.finfo(torch.float32).eps  # no scale below float32's epsilon (as PyTorch's observers)
+    scale = torch.where(scale > 0, scale.clamp(min=eps), torch.ones_like(scale))  # all-zero range: 1
     if symmetric:
         return scale, torch.zeros_like(scale)
     return scale, torch.clamp(qmin - torch.round(mn / scale), qmin, qmax)
@@ -203,7 +204,8 @@ def qparams(x: torch.Tensor, bits: int = 8, symmetric: bool = True, axis: int | 
     Returns:
         ``(scale, zero_point)``: float32 tensors, scalars for per-tensor or of shape
         ``(x.shape[axis],)`` per channel.  ``zero_point`` holds integers.  An all-zero
-        range gets ``scale = 1`` (any scale represents it exactly).
+        range gets ``scale = 1`` (any scale represents it exactly); a scale below float32's
+        machine epsilon (about 1.2e-7) is raised to it, as PyTorch's observers do.
 
     Raises:
         TypeError: ``x`` is not a floating-point tensor; ``bits``/``axis`` are not ints;

@@ -167,3 +167,14 @@ def test_bad_scale_is_always_refused(x, b, symmetric, bad_scale):
         Q.quantize(x, bad_scale, 0, b, symmetric)
     with pytest.raises(ValueError, match=r"^fake_quantize: scale must be"):
         Q.fake_quantize(x, b, symmetric, scale=bad_scale, zero_point=0)
+
+
+def test_subnormal_range_gets_a_normal_scale():
+    """Found by Hypothesis: one subnormal value gave a subnormal scale, and x / scale saturated."""
+    x = torch.tensor([[4.1619e-43]])
+    for b in (2, 8):
+        scale, zp = Q.qparams(x, b, symmetric=False, axis=0)
+        assert float(scale) >= torch.finfo(torch.float32).eps
+        a = x.clone().requires_grad_()
+        Q.fake_quantize(a, b, False, axis=0).sum().backward()
+        assert float(a.grad) == 1.0
