@@ -108,29 +108,49 @@ def progress_bar(iterable, *, desc: str | None = None, disable: bool = False, to
     return tqdm(iterable, desc=desc, disable=disable, total=total, leave=True)
 
 
-def check_version(executed_with: str) -> bool:
+def check_version(executed_with: str, repository: str | None = None) -> bool:
     """Warn when the installed nnbook differs from the version a notebook was executed with.
 
-    Every chapter's setup cell calls this with the version stamped in by
-    ``tools/stamp_setup.py``.
+    Every chapter's setup cell calls this with the version and the repository address stamped in
+    by ``tools/stamp_setup.py``. The warning says what to do: install the release the notebook was
+    executed with (its tag ``v<version>``), or re-execute the chapter with the installed one.
 
     Args:
-        executed_with: the version string stored in the notebook, such as ``"0.1.0"``.
+        executed_with: the version string stored in the notebook, such as ``"0.2.0"``.
+        repository: the book's repository address (``repository.url`` of ``_config.yml``), used in
+            the install command the warning shows; ``None`` shows a generic command.
 
     Returns:
         ``True`` when the versions agree, ``False`` (after a :class:`UserWarning`) when not.
 
     Raises:
-        TypeError: ``executed_with`` is not a string.
+        TypeError: ``executed_with`` (or ``repository``) is not a string.
+
+    Examples:
+        >>> import warnings
+        >>> from nnbook import __version__
+        >>> check_version(__version__)
+        True
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     check_version("0.0.1", "https://example.org/nnbook")
+        False
+        >>> "git+https://example.org/nnbook@v0.0.1" in str(caught[0].message)
+        True
     """
     from . import __version__
 
     if not isinstance(executed_with, str):
-        raise TypeError(f"executed_with must be a version string, got {type(executed_with).__name__}")
+        raise TypeError(f"check_version: executed_with must be a version string, got {type(executed_with).__name__}")
+    if repository is not None and not isinstance(repository, str):
+        raise TypeError(f"check_version: repository must be a string, got {type(repository).__name__}")
     if executed_with != __version__:
+        source = f"git+{repository}@v{executed_with}" if repository else f"the release v{executed_with}"
         warnings.warn(
-            f"this notebook was executed with nnbook {executed_with}, but nnbook {__version__} is installed; "
-            "results and stored outputs may differ (see CONTRIBUTING.md to re-execute it)",
+            f"this notebook was executed with nnbook {executed_with}, but nnbook {__version__} is installed, "
+            f"so its code and stored outputs may not match. To run it as it was written, install "
+            f"that release (pip install 'nnbook[book] @ {source}') and restart the kernel; or keep "
+            f"nnbook {__version__} and re-execute the chapter (CONTRIBUTING.md: tools/execute.py).",
             UserWarning,
             stacklevel=2,
         )

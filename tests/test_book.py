@@ -36,8 +36,10 @@ def test_toc_lists_only_existing_pages_and_every_chapter():
 
 def test_setup_cells_are_stamped_from_config_and_version():
     src = stamp_setup.setup_source()
-    assert f'nnbook.check_version("{nnbook.__version__}")' in src
-    assert "git+" + stamp_setup.repository_url() in src
+    url = stamp_setup.repository_url()
+    assert f'nnbook.check_version("{nnbook.__version__}", "{url}")' in src
+    # the release the notebook was executed with, never the moving main branch
+    assert f'"nnbook[book] @ git+{url}@v{nnbook.__version__}"' in src
     for nb_path in sorted((ROOT / "chapters").glob("*.ipynb")):
         nb = json.loads(nb_path.read_text())
         setup = [c for c in nb["cells"] if "nnbook-setup" in c.get("metadata", {}).get("tags", [])]
@@ -50,6 +52,10 @@ def test_setup_cells_are_stamped_from_config_and_version():
 def test_version_is_written_consistently():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(rf'^version = "{re.escape(nnbook.__version__)}"', pyproject, re.M)
+    # every release the setup cells install has its entry in the changelog
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert re.search(rf"^## \[?{re.escape(nnbook.__version__)}\]?", changelog, re.M), \
+        f"CHANGELOG.md has no entry for {nnbook.__version__}"
 
 
 def test_every_cited_key_is_in_the_bibliography():

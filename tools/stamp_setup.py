@@ -6,8 +6,9 @@ chapter).  Its text is generated here from two single sources of truth:
 
 * the repository address, ``repository.url`` in ``_config.yml`` (also what the Colab
   and Binder launch buttons use), from which a reader without ``nnbook`` installs it;
-* the version of the ``nnbook`` package (``nnbook/__init__.py``), which the cell
-  checks so a notebook warns when it runs against a different ``nnbook``.
+* the version of the ``nnbook`` package (``nnbook/__init__.py``): the cell installs the release
+  tagged ``v{version}`` (the code the chapter was executed with, not whatever ``main`` is today)
+  and checks it, so a notebook warns, saying what to do, when it runs against another ``nnbook``.
 
 Usage:  python tools/stamp_setup.py [--check] [NOTEBOOK ...]   (default: chapters/*.ipynb)
 With ``--check`` nothing is written; the exit status is 1 when a notebook is out of date.
@@ -27,16 +28,18 @@ TAG = "nnbook-setup"
 TEMPLATE = '''\
 # Setup (stamped by tools/stamp_setup.py from _config.yml and nnbook's version: edit the template there)
 import importlib.util, subprocess, sys
-if importlib.util.find_spec("nnbook") is None:  # e.g. on Colab: install the book's helper package
-    _pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nnbook[book] @ git+{url}"],
+if importlib.util.find_spec("nnbook") is None:  # e.g. on Colab: install the release this chapter was run with
+    _pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{requirement}"],
                           capture_output=True, text=True)
     if _pip.returncode != 0:  # one plain sentence instead of pip's traceback
         _why = (_pip.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SystemExit(f"Could not install nnbook from {url} ({{_why}}). Clone that repository, "
-                         "run `pip install -r requirements.txt` in it, and open the chapter there.")
+        raise SystemExit(f"Could not install nnbook {version} ({{_why}}). Install it by hand with "
+                         "pip install '{requirement}', or clone {url}, check out the tag v{version}, "
+                         "run `pip install -r requirements.txt` there and open the chapter in that clone.")
+# import os; os.environ["NNBOOK_CACHE"] = "off"  # uncomment to retrain every cached model instead of loading it
 import nnbook
-nnbook.check_version("{version}")  # warns if nnbook differs from the version this notebook was run with
-SEED = nnbook.seed_everything(0)  # change the seed here: every assert below must still hold
+nnbook.check_version("{version}", "{url}")  # warns, saying what to do, when another nnbook is installed
+SEED = nnbook.seed_everything(0)  # change the seed here: every claim below must still hold
 device = nnbook.device()  # CUDA, then Apple MPS, then CPU; NNBOOK_DEVICE=cpu overrides
 nnbook.plot.use_style()'''
 
@@ -65,11 +68,22 @@ def nnbook_version(init_path: Path = ROOT / "nnbook" / "__init__.py") -> str:
     return m.group(1)
 
 
-def setup_source() -> str:
-    return TEMPLATE.format(url=repository_url(), version=nnbook_version())
+def requirement(url: str, version: str) -> str:
+    """What the setup cell asks pip for: the book extra of the release tagged ``v{version}`` at ``url``.
+
+    ``tools/colab_rehearsal.py`` installs the same string with a ``file://`` address of a clone.
+    """
+    return f"nnbook[book] @ git+{url}@v{version}"
 
 
-def stamp_cells(nb: dict) -> bool:
+def setup_source(url: str | None = None, version: str | None = None) -> str:
+    """The setup cell's text, for ``url`` (default: ``_config.yml``'s) and ``version`` (default: nnbook's)."""
+    url = url or repository_url()
+    version = version or nnbook_version()
+    return TEMPLATE.format(url=url, version=version, requirement=requirement(url, version))
+
+
+def stamp_cells(nb: dict, source: str | None = None) -> bool:
     """Stamp the setup cell of a notebook held in memory (nbformat dict); True when it changed.
 
     The setup cell is tagged ``nnbook-setup`` (and ``hide-input``, so the rendered page
@@ -87,7 +101,7 @@ def stamp_cells(nb: dict) -> bool:
     if "hide-input" not in tags:
         tags.append("hide-input")
         changed = True
-    src = setup_source()
+    src = source if source is not None else setup_source()
     old = setup[0]["source"]
     old = "".join(old) if isinstance(old, list) else old
     setup[0]["source"] = src
