@@ -19,7 +19,7 @@ The version below is stamped into every chapter's setup cell
 (``tools/stamp_setup.py``) so that a notebook warns when it is run with a
 different ``nnbook`` than the one it was executed with.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .utils import check_version, current_seed, device, seed_everything, show_source  # noqa: E402
 from .claim import claim  # noqa: E402
