@@ -10,6 +10,8 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 
+from .ledger import TABLE_METADATA_KEY, display_record, table_record
+
 # Sizes are chosen for the page: the book's text column is about 680 CSS px wide (a 1280-px window),
 # so a figure W inches wide is shown at about 680/W px per inch (if it is wider than the column) and a
 # font of P points at P * 680 / (72 W) px. Every font of this style is >= 10 pt, so >= 14 px on the page
@@ -190,49 +192,6 @@ def cost_accuracy(costs: Sequence[float], accs: Sequence[float], labels: Sequenc
     return fig, ax
 
 
-TABLE_METADATA_KEY = "nnbook_table"
-
-
-def _json_cell(v):
-    """A table cell as JSON: numbers as float/int, NaN/None as None, anything else as str."""
-    import math
-    import numbers
-
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return bool(v)
-    if isinstance(v, numbers.Integral):
-        return int(v)
-    if isinstance(v, numbers.Real):
-        f = float(v)
-        return None if math.isnan(f) else f
-    try:
-        import pandas as pd
-
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(v)
-
-
-def table_record(df, family: str, caption: str | None = None) -> dict:
-    """The machine-readable form of a results table that :func:`table` stores with ``record=``.
-
-    Returns:
-        ``{"family": family, "caption": caption, "columns": [str, ...], "rows": [[cell, ...], ...]}``
-        with numbers as ``int``/``float``, missing values as ``None`` and other cells as ``str``.
-
-    Examples:
-        >>> import pandas as pd
-        >>> table_record(pd.DataFrame({"model": ["a"], "params": [3]}), "demo")["rows"]
-        [['a', 3]]
-    """
-    return {"family": family, "caption": caption, "columns": [str(c) for c in df.columns],
-            "rows": [[_json_cell(v) for v in row] for row in df.itertuples(index=False, name=None)]}
-
-
 def table(df, *, formats: Mapping[str, str] | None = None, caption: str | None = None, missing: str = "—",
           record: str | None = None):
     """Show a results table the book's way: no index, thousands separators, "—" for missing.
@@ -251,8 +210,8 @@ def table(df, *, formats: Mapping[str, str] | None = None, caption: str | None =
         missing: the text shown for NaN/None.
         record: a *family* name (``"pruning"``, ``"architectures"``, ...). When given, the
             table is displayed at once (as the same HTML) and its values are stored in the
-            output's metadata under ``"nnbook_table"`` (see :func:`table_record`), so that
-            ``tools/build_appendices.py`` can gather every chapter's results into appendix A.
+            output's metadata under ``"nnbook_table"`` (see :func:`nnbook.ledger.table_record`),
+            so that ``tools/build_appendices.py`` can gather every chapter's results into appendix A.
 
     Returns:
         A pandas ``Styler`` (it renders as HTML in Jupyter and in the book; its
@@ -300,18 +259,6 @@ def table(df, *, formats: Mapping[str, str] | None = None, caption: str | None =
         styler = styler.set_caption(caption)
     if record is None:
         return styler
-    return _show_recorded(styler, table_record(df, record, caption))
-
-
-def _show_recorded(styler, rec: dict):
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:  # pragma: no cover - IPython comes with Jupyter
-        return styler
-    if get_ipython() is None:
-        return styler
+    rec = table_record(df, record, caption)
     plain = f"table {rec['family']}: {len(rec['rows'])} rows x {len(rec['columns'])} columns"
-    display({"text/html": styler.to_html(), "text/plain": plain}, raw=True,
-            metadata={TABLE_METADATA_KEY: rec})
-    return None
+    return None if display_record(plain, styler.to_html(), TABLE_METADATA_KEY, rec) else styler

@@ -1,6 +1,6 @@
-"""Appendix A and the claims ledger: generated from the stored notebooks, and never stale.
+"""Appendix A, the claims ledger and the shipped ledger: generated from the stored notebooks, never stale.
 
-Also tests ``nnbook.plot.table(..., record=)``, which stores a results table machine-readably.
+The writers and the reader they use are tested in ``tests/test_ledger.py``.
 """
 from __future__ import annotations
 
@@ -11,58 +11,12 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
+
+from nnbook import ledger, plot
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import build_appendices as B  # noqa: E402
-
-from nnbook import plot  # noqa: E402
-
-
-# --------------------------------------------------------------------------- record=
-def _df():
-    return pd.DataFrame({"method": ["dense", "pruned"], "test accuracy": [0.97, float("nan")],
-                         "params": [50_610, 4_593], "latency (ms)": [0.031, 0.030]})
-
-
-def test_table_record_is_json_ready():
-    rec = plot.table_record(_df(), "pruning", caption="demo")
-    assert rec == {"family": "pruning", "caption": "demo",
-                   "columns": ["method", "test accuracy", "params", "latency (ms)"],
-                   "rows": [["dense", 0.97, 50610, 0.031], ["pruned", None, 4593, 0.03]]}
-    json.dumps(rec, allow_nan=False)  # NaN became None, numpy numbers became Python numbers
-
-
-def test_table_without_ipython_returns_styler():
-    styler = plot.table(_df(), record="pruning")
-    assert type(styler).__name__ == "Styler"
-    assert "nnbook-table" in styler.to_html()
-    assert type(plot.table(_df())).__name__ == "Styler"  # the old behaviour, unchanged
-
-
-def test_table_record_displays_html_with_metadata(monkeypatch):
-    import IPython
-    import IPython.display
-
-    shown = []
-    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
-    monkeypatch.setattr(IPython.display, "display",
-                        lambda obj, raw=False, metadata=None: shown.append((obj, raw, metadata)))
-    out = plot.table(_df(), formats={"test accuracy": "{:.1%}"}, caption="c", record="pruning")
-    assert out is None and len(shown) == 1
-    bundle, raw, meta = shown[0]
-    assert raw and 'class="nnbook-table"' in bundle["text/html"] and "97.0%" in bundle["text/html"]
-    assert bundle["text/plain"] == "table pruning: 2 rows x 4 columns"
-    assert meta[plot.TABLE_METADATA_KEY]["rows"][0] == ["dense", 0.97, 50610, 0.031]
-    # without record= nothing is displayed by the helper itself
-    assert type(plot.table(_df())).__name__ == "Styler" and len(shown) == 1
-
-
-@pytest.mark.parametrize("bad, exc", [("", ValueError), ("  ", ValueError), (3, TypeError)])
-def test_table_record_rejects_bad_family(bad, exc):
-    with pytest.raises(exc, match=r"^table: record"):
-        plot.table(_df(), record=bad)
 
 
 # --------------------------------------------------------------------------- the tool's parts
@@ -72,6 +26,11 @@ def test_map_columns_units():
     assert m["bytes"] == (4, 1024.0) and m["latency"] == (5, 1e-3) and m["label"] == (0, 1.0)
     m = B.map_columns(["method", "val accuracy", "test accuracy", "accuracy sd", "bytes"])
     assert m["accuracy"][0] == 2 and "latency" not in m and m["bytes"] == (4, 1.0)
+
+
+def _df():
+    return pd.DataFrame({"method": ["dense", "pruned"], "test accuracy": [0.97, float("nan")],
+                         "params": [50_610, 4_593], "latency (ms)": [0.031, 0.030]})
 
 
 def test_displayed_table_is_parsed_back():
@@ -91,7 +50,7 @@ def test_number_format_is_fixed():
 # --------------------------------------------------------------------------- staleness
 def _mini_book(tmp_path: Path) -> tuple[Path, Path]:
     """A copy of the book with one real chapter that records claims, and its seed record."""
-    book = next(ch for ch in B.read_book(ROOT) if ch.claims)
+    book = next(ch for ch in ledger.read_book(ROOT) if ch.claims)
     (tmp_path / "chapters").mkdir()
     (tmp_path / "tests" / "seed_records").mkdir(parents=True)
     nb = tmp_path / book.path
@@ -107,7 +66,7 @@ def _change_first_claim(nb: Path) -> None:
     data = json.loads(nb.read_text(encoding="utf-8"))
     for cell in data["cells"]:
         for out in cell.get("outputs", []):
-            c = (out.get("metadata") or {}).get(B.CLAIM_KEY)
+            c = (out.get("metadata") or {}).get(ledger.CLAIM_METADATA_KEY)
             if c:
                 c["value"] = c["value"] + 1.2345
                 nb.write_text(json.dumps(data), encoding="utf-8")
@@ -123,7 +82,8 @@ def test_check_fails_when_a_stored_claim_changes(tmp_path, capsys):
     before = (root / B.LEDGER).read_text(encoding="utf-8")
     _change_first_claim(nb)
     assert B.main(["--check", "--root", str(root)]) == 1
-    assert "stale: book/claims_ledger.md" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stale: book/claims_ledger.md" in out and "stale: nnbook/resources/ledger.json" in out
     assert (root / B.LEDGER).read_text(encoding="utf-8") == before  # --check writes nothing
     assert B.main(["--root", str(root)]) == 0 and B.main(["--check", "--root", str(root)]) == 0
 
@@ -149,8 +109,35 @@ def test_ledger_lists_every_claim_of_every_chapter():
     for nb in (ROOT / "chapters").glob("*.ipynb"):
         data = json.loads(nb.read_text(encoding="utf-8"))
         stored += sum(1 for c in data["cells"] for o in c.get("outputs", [])
-                      if B.CLAIM_KEY in (o.get("metadata") or {}))
+                      if ledger.CLAIM_METADATA_KEY in (o.get("metadata") or {}))
     text = (ROOT / B.LEDGER).read_text(encoding="utf-8")
     rows = re.findall(r"^\| `[^`]+` \|", text, re.M)
     assert len(rows) == stored, (len(rows), stored)
     assert f"**{stored} claims**" in text
+
+
+# --------------------------------------------------------------------------- the shipped ledger
+def test_shipped_ledger_is_what_the_reader_gets_from_the_notebooks(tmp_path):
+    """``nnbook/resources/ledger.json`` (what chapter 11 reads) round-trips to the stored notebooks' records."""
+    shipped = ledger.load_book()
+    stored = ledger.read_book(ROOT)
+    assert [ch.path for ch in shipped] == [ch.path for ch in stored]
+    for s, r in zip(shipped, stored):
+        assert (s.title, s.stem, s.doc, s.tables, s.seeds_tried) == (r.title, r.stem, r.doc, r.tables, r.seeds_tried)
+        assert s.claims == [{k: c.get(k) for k in ("id", "value", "lower", "upper", "unit", "text")} for c in r.claims]
+        for c in r.claims:
+            assert s.seed_record(c["id"]) == r.seed_record(c["id"]), (r.stem, c["id"])
+    assert (ROOT / B.LEDGER_JSON).read_text(encoding="utf-8") == ledger.dumps_book(stored), \
+        "run: python tools/build_appendices.py"
+
+
+def test_a_chapter_without_claims_or_tables_ships_too(tmp_path):
+    (tmp_path / "chapters").mkdir()
+    empty = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# 12. Empty"}],
+             "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "chapters" / "12_empty.ipynb").write_text(json.dumps(empty))
+    assert B.main(["--root", str(tmp_path)]) == 0
+    (ch,) = ledger.load_book(tmp_path / B.LEDGER_JSON)
+    assert (ch.title, ch.claims, ch.tables, ch.seeds, ch.seeds_tried) == ("12. Empty", [], [], None, None)
+    assert not list((tmp_path / B.LEDGER_JSON).parent.glob("*.tmp"))  # written atomically, nothing left over
+

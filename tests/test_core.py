@@ -369,32 +369,6 @@ def test_predict_dict_inputs():
     assert out.shape == (5, 2) and torch.all(out == 2)
 
 
-def test_claim_asserts_displays_and_logs(tmp_path, monkeypatch, capsys):
-    from nnbook import claim
-    log = tmp_path / "claims.jsonl"
-    monkeypatch.setenv("NNBOOK_CLAIM_LOG", str(log))
-    monkeypatch.setenv("NNBOOK_NOTEBOOK", "chapters/99_demo.ipynb")
-    assert claim("acc", 0.95, lower=0.9, text="above 90 %") is None
-    assert "claim acc: 0.95 >= 0.9 ✓ — above 90 %" in capsys.readouterr().out
-    with pytest.raises(AssertionError, match=r"claim gap: 12 points <= 10 ✗ FAILED — small gap"):
-        claim("gap", 12, upper=10, unit="points", text="small gap")
-    with pytest.raises(AssertionError):
-        claim("nan", float("nan"), lower=0)
-    with pytest.raises(ValueError, match="give lower="):
-        claim("nobound", 1.0)
-    with pytest.raises(ValueError, match="id must be"):
-        claim("Bad Id", 1.0, lower=0)
-    with pytest.raises(ValueError, match="above upper"):
-        claim("inv", 1.0, lower=2, upper=1)
-    with pytest.raises(TypeError, match="real number"):
-        claim("str", "0.9", lower=0)
-    import json
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [r["id"] for r in records] == ["acc", "gap", "nan"]
-    assert [r["ok"] for r in records] == [True, False, False]
-    assert records[0]["notebook"] == "chapters/99_demo.ipynb"
-
-
 def test_shared_checks_messages():
     from nnbook import _checks as C
     with pytest.raises(TypeError, match="f: k must be an int, got True"):

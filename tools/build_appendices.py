@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Generate appendix A and the claims ledger from the stored chapter notebooks.
+"""Render the claims ledger, appendix A and the shipped ledger from the stored chapter notebooks.
 
 Usage::
 
-    python tools/build_appendices.py            # (re)write book/appendix_a.md, book/claims_ledger.md
-                                                #   and book/_generated/appendix_a_cost_accuracy.png
-    python tools/build_appendices.py --check    # exit 1 when the pages on disk are stale
+    python tools/build_appendices.py            # (re)write book/appendix_a.md, book/claims_ledger.md,
+                                                #   book/_generated/appendix_a_cost_accuracy.png
+                                                #   and nnbook/resources/ledger.json
+    python tools/build_appendices.py --check    # exit 1 when any of them (but the PNG) is stale
     python tools/build_appendices.py --root DIR # work on another checkout (the tests use a copy)
 
-Nothing is typed by hand: the pages are built from what the executed notebooks stored.
+Nothing is typed by hand: the pages are built from what the executed notebooks stored, read by
+:func:`nnbook.ledger.read_book` (the reader, the metadata keys and the writers live in
+:mod:`nnbook.ledger`; this tool only renders).
 
 * **Claims.** :func:`nnbook.claim` stores every checked statement in the metadata of its
   output (key ``"nnbook_claim"``: id, value, lower, upper, unit, text). The ledger lists them
@@ -21,10 +24,13 @@ Nothing is typed by hand: the pages are built from what the executed notebooks s
   :func:`map_columns`; "—" where a chapter did not measure one). A chapter that recorded no
   table contributes the book tables it displayed (HTML with ``class="nnbook-table"``) that
   have an accuracy column and at least one cost column, parsed back from the page.
+* **The shipped ledger.** ``nnbook/resources/ledger.json`` holds the same claims, recorded tables and
+  seed summaries (:func:`nnbook.ledger.dumps_book`), so that :func:`nnbook.ledger.load_book` (chapter 11)
+  works where nnbook is installed without this repository. It is written atomically.
 
 The output is deterministic (chapters in ``_toc.yml`` order, then any other chapter
 notebook by name; claims in cell order; fixed float formats), so ``--check`` compares the
-Markdown byte for byte. The PNG is not compared (its bytes depend on the matplotlib
+Markdown and the JSON byte for byte. The PNG is not compared (its bytes depend on the matplotlib
 build); instead the appendix states a digest of the plotted numbers, so a change of the
 data makes the Markdown differ too.
 """
@@ -34,56 +40,26 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from nnbook.ledger import LEDGER_RESOURCE, Chapter, dumps_book, read_book
+
 ROOT = Path(__file__).resolve().parent.parent
-CLAIM_KEY = "nnbook_claim"
-TABLE_KEY = "nnbook_table"
 LEDGER = Path("book/claims_ledger.md")
+LEDGER_JSON = Path("nnbook") / LEDGER_RESOURCE
 APPENDIX_A = Path("book/appendix_a.md")
 FIGURE = Path("book/_generated/appendix_a_cost_accuracy.png")
 MISSING = "—"
 QUANTITIES = ("accuracy", "parameters", "FLOPs", "bytes", "latency")
 
 
-# --------------------------------------------------------------------------- reading
-@dataclass
-class Chapter:
-    path: Path  # relative to the root
-    title: str
-    claims: list = field(default_factory=list)  # dicts as stored by nnbook.claim
-    tables: list = field(default_factory=list)  # dicts as stored by nnbook.plot.table(record=)
-    html_tables: list = field(default_factory=list)  # parsed displayed tables (fallback)
-    seeds: dict | None = None  # tests/seed_records/<stem>.json, or None
-
-    @property
-    def stem(self) -> str:
-        return self.path.stem
-
-    @property
-    def doc(self) -> str:
-        return str(self.path.with_suffix("")).replace("\\", "/")
-
-
-def toc_chapters(root: Path) -> list[Path]:
-    """Chapter notebooks in ``_toc.yml`` order, then the other ``chapters/*.ipynb`` by name."""
-    listed: list[Path] = []
-    toc = root / "_toc.yml"
-    if toc.is_file():
-        for m in re.finditer(r"^\s*-?\s*file:\s*(\S+)\s*$", toc.read_text(encoding="utf-8"), re.M):
-            p = Path(m.group(1).strip("'\""))
-            p = p if p.suffix else p.with_suffix(".ipynb")
-            if p.parts and p.parts[0] == "chapters" and (root / p).is_file() and p not in listed:
-                listed.append(p)
-    rest = sorted(p.relative_to(root) for p in (root / "chapters").glob("*.ipynb")
-                  if ".ipynb_checkpoints" not in p.parts)
-    return listed + [p for p in rest if p not in listed]
-
-
+# --------------------------------------------------------------------------- reading back displayed tables
+# Appendix A's fallback for chapters that display book tables without ``record=`` (``Chapter.displayed_tables``).
 class _TableParser(HTMLParser):
     """Collect the header and body cells of every ``<table class="nnbook-table">``."""
 
@@ -143,42 +119,14 @@ def _parse_cell(text: str):
         return t
 
 
-def read_chapter(root: Path, rel: Path) -> Chapter:
-    nb = json.loads((root / rel).read_text(encoding="utf-8"))
-    title = rel.stem
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "markdown":
-            src = "".join(cell.get("source", ""))
-            m = re.search(r"^#\s+(.+)$", src, re.M)
-            if m:
-                title = m.group(1).strip()
-                break
-    ch = Chapter(rel, title)
-    for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            meta = out.get("metadata") or {}
-            if isinstance(meta.get(CLAIM_KEY), dict):
-                ch.claims.append(meta[CLAIM_KEY])
-            if isinstance(meta.get(TABLE_KEY), dict):
-                ch.tables.append(meta[TABLE_KEY])
-            html = (out.get("data") or {}).get("text/html")
-            if html and TABLE_KEY not in meta:
-                html = "".join(html) if isinstance(html, list) else html
-                if "nnbook-table" in html:
-                    p = _TableParser()
-                    p.feed(html)
-                    ch.html_tables += p.tables
-    rec = root / "tests" / "seed_records" / f"{rel.stem}.json"
-    if rec.is_file():
-        try:
-            ch.seeds = json.loads(rec.read_text(encoding="utf-8"))
-        except ValueError:
-            ch.seeds = None
-    return ch
-
-
-def read_book(root: Path) -> list[Chapter]:
-    return [read_chapter(root, rel) for rel in toc_chapters(root)]
+def html_tables(ch: Chapter) -> list[dict]:
+    """The tables a chapter displayed without ``record=``, parsed back from their HTML."""
+    out: list[dict] = []
+    for html in ch.displayed_tables:
+        p = _TableParser()
+        p.feed(html)
+        out += p.tables
+    return out
 
 
 # --------------------------------------------------------------------------- formatting
@@ -219,14 +167,14 @@ def bound_text(c: dict) -> str:
 
 def seed_info(ch: Chapter, cid: str) -> tuple[str, str, int | None, int | None]:
     """(``"ok / tried"``, ``"min – max"``, n_ok, n_tried) for one claim; "—" when never swept."""
-    if not ch.seeds:
+    tried = ch.seeds_tried
+    if tried is None:
         return MISSING, MISSING, None, None
-    tried = len(ch.seeds.get("seeds") or [])
-    c = (ch.seeds.get("claims") or {}).get(cid)
+    c = ch.seed_record(cid)
     if c is None:
         return f"0 / {tried}", MISSING, 0, tried
-    n_ok = int(c.get("n_seeds_ok", len(c.get("seeds_ok") or [])))
-    lo, hi = c.get("min"), c.get("max")
+    n_ok = c["n_seeds_ok"]
+    lo, hi = c["min"], c["max"]
     rng = MISSING if lo is None else f"{fnum(lo)} – {fnum(hi)}"
     return f"{n_ok} / {tried}", rng, n_ok, tried
 
@@ -258,8 +206,8 @@ def build_ledger(chapters: list[Chapter]) -> str:
         if not ch.claims:
             lines += ["This chapter records no claims yet.", ""]
             continue
-        lines += [f"Source: {{doc}}`/{ch.doc}`. " + ("Seeds: not swept yet." if not ch.seeds else
-                  f"Seeds tried: {len(ch.seeds.get('seeds') or [])}."), ""]
+        lines += [f"Source: {{doc}}`/{ch.doc}`. " + ("Seeds: not swept yet." if ch.seeds_tried is None else
+                  f"Seeds tried: {ch.seeds_tried}."), ""]
         lines += ["| id | statement | stored value | bound | seeds held / tried | range over seeds |",
                   "| --- | --- | ---: | --- | ---: | ---: |"]
         for c in ch.claims:
@@ -350,7 +298,7 @@ def families(chapters: list[Chapter]) -> list[Family]:
         if ch.tables:
             sources = [(t, False) for t in ch.tables]
         else:
-            sources = [(t, True) for t in ch.html_tables]
+            sources = [(t, True) for t in html_tables(ch)]
         for t, parsed in sources:
             cols = [str(c) for c in t.get("columns") or []]
             m = map_columns(cols)
@@ -407,13 +355,9 @@ def draw_figure(points: list[tuple], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sys.path.insert(0, str(ROOT))
-    try:
-        from nnbook.plot import use_style
+    from nnbook.plot import use_style
 
-        use_style()
-    except ImportError:  # pragma: no cover - nnbook is installed with the book
-        pass
+    use_style()
     names = sorted({p[0] for p in usable})
     markers = "osD^vP*Xh<>"
     fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.2), sharey=True)
@@ -510,12 +454,24 @@ def build_appendix_a(chapters: list[Chapter]) -> tuple[str, list[tuple]]:
 def build(root: Path) -> dict[Path, str]:
     chapters = read_book(root)
     a, points = build_appendix_a(chapters)
-    return {LEDGER: build_ledger(chapters), APPENDIX_A: a, "_points": points}
+    return {LEDGER: build_ledger(chapters), APPENDIX_A: a, LEDGER_JSON: dumps_book(chapters), "_points": points}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, so no reader sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Generate appendix A and the claims ledger from the stored notebooks.")
-    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when the pages on disk are stale")
+    ap = argparse.ArgumentParser(description="Generate appendix A, the claims ledger and nnbook/resources/ledger.json "
+                                             "from the stored notebooks.")
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when a generated file is stale")
     ap.add_argument("--root", type=Path, default=ROOT, help="the book's root folder (default: this checkout)")
     args = ap.parse_args(argv)
     root = args.root.resolve()
@@ -528,8 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         if old != text:
             stale.append(rel)
             if not args.check:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text, encoding="utf-8")
+                write_atomic(path, text)
     needs_fig = any(p[4] is not None or p[5] is not None for p in points)
     if args.check:
         if needs_fig and not (root / FIGURE).is_file():
@@ -537,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         for rel in stale:
             print(f"stale: {rel} (run python tools/build_appendices.py)")
         if not stale:
-            print("appendices are up to date")
+            print("appendices and the shipped ledger are up to date")
         return 1 if stale else 0
     if needs_fig:
         draw_figure(points, root / FIGURE)
