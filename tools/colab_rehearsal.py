@@ -10,7 +10,8 @@ Usage::
 What it does, in order (each step prints what it found; the log ends with one verdict line):
 
 1. **A Python other than the project's own**: ``--python``, else ``$NNBOOK_REHEARSAL_PYTHON``, else the first
-   ``python3.13`` or ``python3.12`` on ``PATH`` whose version differs from the one running this script. With
+   ``python3.13`` or ``python3.12`` on ``PATH`` or installed by pyenv whose version differs from the one running
+   this script. With
    none, it says so in one line and exits 0 (skipped): the rest needs that interpreter.
 2. **Colab's baseline**: a fresh virtual environment with the packages of ``tools/colab_packages.txt``, pinned
    to the versions Colab preinstalls (the file says where they come from and when they were read).
@@ -94,6 +95,10 @@ def find_python(explicit: str | None) -> tuple[str, str] | None:
     own = ".".join(map(str, sys.version_info[:2]))
     choices = [explicit] if explicit else ([os.environ["NNBOOK_REHEARSAL_PYTHON"]]
                                           if os.environ.get("NNBOOK_REHEARSAL_PYTHON") else list(CANDIDATES))
+    if not explicit and not os.environ.get("NNBOOK_REHEARSAL_PYTHON"):
+        # interpreters that are installed but not on PATH (a pyenv shim answers only for active versions)
+        for minor in ("3.13", "3.12"):
+            choices += sorted(str(p) for p in Path.home().glob(f".pyenv/versions/{minor}*/bin/python{minor}"))
     for c in choices:
         path = shutil.which(c) or (c if Path(c).is_file() else None)
         if not path:
