@@ -141,3 +141,19 @@ def test_a_chapter_without_claims_or_tables_ships_too(tmp_path):
     assert (ch.title, ch.claims, ch.tables, ch.seeds, ch.seeds_tried) == ("12. Empty", [], [], None, None)
     assert not list((tmp_path / B.LEDGER_JSON).parent.glob("*.tmp"))  # written atomically, nothing left over
 
+
+def _code_cells(nb_path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(nb_path.read_text(encoding="utf-8"))["cells"]
+            if c["cell_type"] == "code"]
+
+
+def test_chapter_11_runs_from_the_installed_package():
+    """Chapter 11 reads the shipped ledger: no sys.path, no path relative to the repository (Colab opens one notebook)."""
+    cells = _code_cells(ROOT / "chapters" / "11_reflection.ipynb")
+    code = "\n".join(cells[1:])  # the setup cell is stamped (tools/stamp_setup.py) and installs nnbook
+    assert "sys.path" not in code
+    assert not re.search(r"""["'][^"'\n]*\.\.[/\\]|["']\.\.["']|Path\(\s*["']\.\.""", code), \
+        "chapter 11 reaches outside its folder"
+    for bad in ("build_appendices", "seed_records", "_toc.yml", ".ipynb"):
+        assert bad not in code, bad
+    assert "ledger.load_book()" in code
