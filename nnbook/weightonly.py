@@ -47,7 +47,7 @@ from ._checks import _given, check_float, check_int, check_model, check_tensor, 
 __all__ = [
     "MIN_BITS", "MAX_BITS", "quantize_groups", "dequantize_groups", "rtn", "gptq", "awq_scales", "awq",
     "pack_codes", "unpack_codes", "WeightOnlyLinear", "quantize_model_weight_only", "weight_only_bytes",
-    "output_error",
+    "output_error", "torchao_status", "TORCHAO_RANGE",
 ]
 
 MIN_BITS, MAX_BITS = 2, 8
@@ -602,3 +602,41 @@ def quantize_model_weight_only(model: nn.Module, method: str = "rtn", bits: int 
             return new.eval()
         set_submodule(q, n, new, where)
     return q
+
+
+# --------------------------------------------------------------------------- the optional library
+TORCHAO_RANGE = ((0, 18), (0, 19), (2, 11))  # torchao >= 0.18, < 0.19, with torch >= 2.11 (nnbook[torchao])
+
+
+def _release(version: str) -> tuple[int, int]:
+    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in version.split("+")[0].split(".")[:2]]
+    return tuple((parts + [0, 0])[:2])
+
+
+def torchao_status() -> tuple[object | None, str]:
+    """The installed torchao module if chapter 5c can use it, else ``None``, with one sentence saying which.
+
+    Chapter 5c's comparison uses the API of torchao 0.18 (``IntxWeightOnlyConfig``), which needs torch 2.11
+    or newer (pytorch/ao#4154) but does not declare it, so pip never notices a mismatch; an older torchao
+    (Colab preinstalls 0.10) lacks that API. Both cases return ``None`` instead of failing later.
+
+    Returns:
+        ``(module, sentence)``: the ``torchao`` module or ``None``, and a sentence for the reader.
+
+    Examples:
+        >>> module, why = torchao_status()
+        >>> isinstance(why, str) and (module is None or why.startswith("torchao"))
+        True
+    """
+    lo, hi, torch_min = TORCHAO_RANGE
+    try:
+        import torchao
+    except Exception as exc:  # not installed, or built for another torch and failing at import
+        return None, (f"torchao is not usable here ({type(exc).__name__}), so the torchao cells are skipped; "
+                      "install it with pip install 'nnbook[torchao]'")
+    have, have_torch = _release(getattr(torchao, "__version__", "0")), _release(torch.__version__)
+    if not (lo <= have < hi) or have_torch < torch_min:
+        return None, (f"torchao {torchao.__version__} with torch {torch.__version__.split('+')[0]} is installed, but "
+                      f"this section needs torchao {lo[0]}.{lo[1]} with torch >= {torch_min[0]}.{torch_min[1]}, "
+                      "so the torchao cells are skipped")
+    return torchao, f"torchao {torchao.__version__} with torch {torch.__version__.split('+')[0]}"

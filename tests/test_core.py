@@ -81,9 +81,10 @@ def test_cache_builds_once_and_rebuilds_on_new_config():
 
 
 def test_cache_corrupt_entry_is_rebuilt():
-    path = cache.cache_dir() / f"thing-{cache.config_key({'k': 1})}.pt"
+    build = lambda: 42  # noqa: E731
+    path = cache.entry_path("thing", {"k": 1}, build)
     path.write_bytes(b"not a torch file")
-    assert cache.cached("thing", {"k": 1}, lambda: 42) == 42
+    assert cache.cached("thing", {"k": 1}, build) == 42
     assert torch.load(path, weights_only=False) == 42
 
 
