@@ -146,7 +146,7 @@ def toc_chapters() -> list[str]:
 
 
 DRIVER = r'''
-import json, sys, time, traceback
+import json, re, sys, time
 from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
@@ -161,7 +161,8 @@ for path in map(Path, sys.argv[2:]):
                        resources={"metadata": {"path": str(path.parent)}}).execute()
         results[path.stem] = {"ok": True, "s": time.perf_counter() - t0}
     except CellExecutionError as exc:
-        lines = [l for l in str(exc).splitlines() if l.strip()]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # the traceback without its terminal colours
+        lines = [l for l in text.splitlines() if l.strip()]
         results[path.stem] = {"ok": False, "s": time.perf_counter() - t0, "error": "\n".join(lines[-12:])}
     except Exception as exc:
         results[path.stem] = {"ok": False, "s": time.perf_counter() - t0,
@@ -221,8 +222,7 @@ def rehearse(args) -> int:
     t0 = time.perf_counter()
 
     # 2. Colab's baseline
-    if not (venv / "bin" / "python").exists():
-        run([python, "-m", "venv", str(venv)])
+    run([python, "-m", "venv", "--clear", str(venv)])  # always fresh: a reader's Colab has no nnbook yet
     vpy = venv / "bin" / "python"
     log(f"installing Colab's baseline ({len(pins)} pinned packages from {PACKAGES.relative_to(ROOT)}) ...")
     run([str(vpy), "-m", "pip", "install", "-q", "-r", str(PACKAGES)], env=env, timeout=3600)
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Rehearse the Colab path (see the module docstring).")
     parser.add_argument("--python", help="the interpreter to rehearse with (default: python3.13, then python3.12)")
     parser.add_argument("--chapters", nargs="+", help="chapter stems (default: every chapter of _toc.yml)")
-    parser.add_argument("--keep", help="work in this folder and keep it (reuses its environment on the next run)")
+    parser.add_argument("--keep", help="work in this folder and keep it afterwards (its environment is made afresh)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
     args = parser.parse_args(argv)
     try:
