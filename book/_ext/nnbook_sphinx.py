@@ -1,6 +1,6 @@
 """The book's own small Sphinx extension (loaded through ``sphinx.local_extensions`` in ``_config.yml``).
 
-It does three things to the rendered pages:
+It does four things to the rendered pages:
 
 * **Run stamp.** Under the title of every chapter page it writes one line from the
   notebook's ``metadata.nnbook`` (written by ``tools/execute.py``):
@@ -13,9 +13,16 @@ It does three things to the rendered pages:
   registered twice (sphinx-thebe's ``const THEBE_JS_URL = ...`` then raises
   "Identifier 'THEBE_JS_URL' has already been declared" in the browser console); identical
   ``<script>`` entries are dropped before each page is written.
+* **Numbers in tables never wrap.** Every table cell (``<td>``, in Markdown tables and in the
+  HTML a notebook cell printed) whose whole text is a number, such as ``1,050,880``,
+  ``0.910 ± 0.008``, ``20 / 20`` or ``≥ 100 x``, gets the class ``nnbook-num``, which
+  ``book/_static/nnbook.css`` keeps on one line. The notebooks' stored outputs are untouched
+  (nbval compares them); only the written page changes. ``tests/test_browser.py`` applies the
+  same definition of a number when it checks that none wraps.
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -111,8 +118,56 @@ def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     scripts[:] = unique
 
 
+#: one number: an optional sign or comparison, digits with separators, an exponent, a % or x after it
+NUM_TOKEN = re.compile(r"[~≈≤≥<>±+\-−]?\d[\d,.]*(?:e[+\-−]?\d+)?(?:%|×|x)?")
+#: what may stand between numbers in a cell: ± for a spread, – for a range, / for a count, a lone x or %
+NUM_JOIN = re.compile(r"±|–|—|-|−|/|x|×|%|≤|≥|<|>|~|≈")
+TD = re.compile(r"<td\b([^>]*)>(.*?)</td>", re.S)
+TAG = re.compile(r"<[^>]+>")
+CLASS_ATTR = re.compile(r"""\bclass=(["'])(.*?)\1""", re.S)
+
+
+def is_number(text: str) -> bool:
+    """Whether a table cell's text is a number (or numbers joined by ±, –, /, x): it must not wrap.
+
+    >>> [is_number(t) for t in ("1,050,880", "0.910 ± 0.008", "20 / 20", "≥ 100 x", "-30", "3.2e-05", "98.0 %")]
+    [True, True, True, True, True, True, True]
+    >>> [is_number(t) for t in ("—", "GRU float32", "12 KB", "", "p50 ≤ 1 ms")]
+    [False, False, False, False, False]
+    """
+    words = text.split()
+    return (any(NUM_TOKEN.fullmatch(w) for w in words)
+            and all(NUM_TOKEN.fullmatch(w) or NUM_JOIN.fullmatch(w) for w in words))
+
+
+def mark_numeric_cells(body: str) -> str:
+    """Add the class ``nnbook-num`` to every ``<td>`` of ``body`` (HTML) whose text is a number.
+
+    >>> mark_numeric_cells('<td class="text-right"><p>1,050,880</p></td><td>MLP</td><td id="a" >3</td>')
+    '<td class="text-right nnbook-num"><p>1,050,880</p></td><td>MLP</td><td id="a" class="nnbook-num">3</td>'
+    """
+    def mark(m: re.Match) -> str:
+        attrs, inner = m.group(1), m.group(2)
+        if "<table" in inner or not is_number(html.unescape(TAG.sub("", inner))):
+            return m.group(0)
+        c = CLASS_ATTR.search(attrs)
+        if c is None:
+            attrs = attrs.rstrip() + ' class="nnbook-num"'
+        elif "nnbook-num" not in c.group(2).split():
+            attrs = attrs[:c.start(2)] + (c.group(2) + " nnbook-num").strip() + attrs[c.end(2):]
+        return f"<td{attrs}>{inner}</td>"
+
+    return TD.sub(mark, body) if "<td" in body else body
+
+
+def mark_numbers(app, pagename, templatename, context, doctree) -> None:
+    if isinstance(context.get("body"), str):
+        context["body"] = mark_numeric_cells(context["body"])
+
+
 def setup(app):
     app.connect("doctree-read", add_run_stamp)
     app.connect("doctree-read", mark_chinese)
     app.connect("html-page-context", dedupe_scripts, priority=900)
+    app.connect("html-page-context", mark_numbers)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
