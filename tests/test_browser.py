@@ -9,21 +9,44 @@ For every page of the built book (served on 127.0.0.1 by a thread of this test) 
   and no raw ``\\(``, ``\\)``, ``\\[``, ``\\]`` or ``$$`` is left in the text;
 * every dropdown (exercise solution) is closed at first and opens on a click;
 * every internal link resolves (the file exists, and so does the ``#fragment`` in it);
-* no text output, code cell, table, figure or display equation wider than the text column;
+* nothing the reader cannot get at: no content outside the text column unless a scrolling box
+  inside the column (the element itself or an ancestor, ``overflow-x: auto``/``scroll``) can bring
+  it into view, no text cut off by an ``overflow: hidden`` box, and text outputs and code wrap;
+  a table wider than the column is fine as long as it scrolls in its own box;
+* table text: no word broken inside (``"parameter s"``; breaks at spaces and after hyphens are
+  fine), no cell that could do so (``overflow-wrap: anywhere``, ``word-break: break-all``), and
+  no number wrapping (a cell whose text is a number must be ``white-space: nowrap``; the book's
+  Sphinx extension marks such cells ``td.nnbook-num``);
 * one search box, no nbval markers or setup-cell text on the page, no Jupyter widget views
-  (they need a CDN and a kernel), and a run stamp under the title of every chapter.
+  (they need a CDN and a live kernel), and a run stamp under the title of every chapter.
+
+Widths in pixels depend on the fonts a machine has, so the pages are checked under two **font
+sets**, each given to Chromium as a private fontconfig file (``FONTCONFIG_FILE``, written by
+``tools/fonts/fontsets.py``) that lists only the set's font folders:
+
+* ``dejavu``: DejaVu only, what a fresh Debian has (``fonts-dejavu-core``). Its wide letters make
+  it the hard case; CI runs this one.
+* ``wide``: DejaVu plus Liberation (metric twins of Arial/Times/Courier, which the theme asks for)
+  and Noto (``fonts-liberation fonts-noto-core``).
+
+A set whose fonts are not installed is skipped, with the packages to install, except the one named
+by ``$NNBOOK_FONT_SET`` (default ``dejavu``), which must run: under CI it fails instead. When a
+browser starts, the test measures text in the set's families to make sure Chromium really uses
+that set (and nothing else).
 
 The checks themselves are tested on small hand-made pages (``test_checks_*``), so it is cheap
 to see that each one fails when it should; ``test_missing_mathjax_is_caught`` removes the
 bundled MathJax from a copy of the real build.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install -y chromium
-chromium-driver``; ``tools/ci_browser.sh`` does it in CI) and the ``selenium`` package. Without
-them the test is skipped, with the reason, except under CI (``CI=true``), where it fails.
+chromium-driver``; ``tools/ci_browser.sh`` does it in CI, with the fonts) and the ``selenium``
+package. Without them the test is skipped, with the reason, except under CI (``CI=true``), where
+it fails.
 
 The book used is ``$NNBOOK_BOOK_HTML`` if set, else ``_build/html`` when it is newer than every
 source of the book, else a fresh ``jupyter-book build -W`` into a temporary folder (~20 s).
-Run:  ``pytest -q tests/test_browser.py``  (about a minute).
+Run:  ``pytest -q tests/test_browser.py``  (a minute or two per font set);
+``pytest -q tests/test_browser.py -k dejavu`` for one set.
 """
 from __future__ import annotations
 
@@ -44,6 +67,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools" / "fonts"))
+import fontsets  # noqa: E402  (tools/fonts/fontsets.py: the font sets and their fontconfig files)
+
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import nnbook_sphinx  # noqa: E402  (the book's Sphinx extension: it marks numeric table cells)
+
+REQUIRED_FONT_SET = os.environ.get("NNBOOK_FONT_SET", "") or fontsets.DEFAULT_SET
 WINDOW = (1280, 2000)
 MIN_FIGURE_FONT_PX = 9.0
 MIN_FIGURE_DPI = 150
@@ -102,8 +132,11 @@ class Site:
         self.server.server_close()
 
 
-def make_driver(user_data_dir: Path):
-    """Headless Debian Chromium through Debian's chromedriver; nothing but 127.0.0.1 is reachable."""
+def make_driver(user_data_dir: Path, fonts_conf: Path | None = None):
+    """Headless Debian Chromium through Debian's chromedriver; nothing but 127.0.0.1 is reachable.
+
+    With ``fonts_conf`` (a fonts.conf from ``tools/fonts/fontsets.py``) Chromium sees only those fonts.
+    """
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -116,7 +149,10 @@ def make_driver(user_data_dir: Path):
                 "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    env = dict(os.environ)
+    if fonts_conf is not None:
+        env["FONTCONFIG_FILE"] = str(fonts_conf)  # chromedriver passes its environment on to Chromium
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER, env=env))
     driver.set_page_load_timeout(60)
     driver.set_script_timeout(30)
     return driver
@@ -187,25 +223,165 @@ return {problems: problems, figures: figures};
 """
 
 JS_OVERFLOW = JS_COLUMN + r"""
-const c = nnbookColumn(), problems = [], slack = 1;
-const colW = c.right - c.left;
-function check(sel, what, needsNoScroll) {
+// What a reader cannot get at, whatever the fonts: (1) anything outside the text column that no
+// scrolling box inside the column brings into view, (2) text cut off by an overflow-hidden box,
+// (3) text outputs and code that scroll sideways instead of wrapping (the book wraps them).
+const c = nnbookColumn(), problems = [], slack = 1, limit = 8;
+const kinds = [['div.cell_output pre, div.output pre', 'text output'], ['div.cell_input pre', 'code cell'],
+               ['div.highlight pre', 'code block'], ['table', 'table'], ['img, svg', 'image'],
+               ['mjx-container[display="true"], div.math', 'display equation']];
+function what(el) {
+  for (const [sel, name] of kinds) if (el.matches(sel)) return name;
+  return 'content';
+}
+function hidden(el) {  // visually hidden on purpose (MathJax's speech text, skip links, ...)
+  for (let a = el; a && a !== c.el; a = a.parentElement) {
+    const cs = getComputedStyle(a);
+    if ((cs.clip && cs.clip !== 'auto') || (cs.clipPath && cs.clipPath !== 'none') || cs.visibility === 'hidden'
+        || a.tagName === 'MJX-ASSISTIVE-MML' || cs.position === 'fixed') return true;
+  }
+  return false;
+}
+const clips = o => o === 'hidden' || o === 'clip';
+const range = document.createRange();
+function textRects(el, deep) {  // the line boxes of el's own text (deep: of all its visible text)
+  const out = [];
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT, {acceptNode(n) {
+    if (n.nodeType === Node.TEXT_NODE) return n.nodeValue.trim() ? NodeFilter.FILTER_ACCEPT : NodeFilter.FILTER_REJECT;
+    if (!deep || n.tagName === 'MJX-ASSISTIVE-MML' || getComputedStyle(n).visibility === 'hidden') return NodeFilter.FILTER_REJECT;
+    return NodeFilter.FILTER_SKIP;  // look inside, do not return the element itself
+  }});
+  while (walker.nextNode()) { range.selectNodeContents(walker.currentNode); out.push(...range.getClientRects()); }
+  return out;
+}
+// null when every part of el can be seen (perhaps after scrolling a box), else what hides it
+function lost(el) {
+  const r = el.getBoundingClientRect();
+  let left = r.left, right = r.right;
+  if (getComputedStyle(el).overflowX === 'visible')  // its own text may spill out of its box
+    for (const t of textRects(el, false)) { left = Math.min(left, t.left); right = Math.max(right, t.right); }
+  if (left >= c.left - slack && right <= c.right + slack) return null;
+  for (let a = el.parentElement; a && a !== c.el && c.el.contains(a); a = a.parentElement) {
+    const o = getComputedStyle(a).overflowX;
+    if (o === 'visible') continue;
+    const ar = a.getBoundingClientRect(), inL = ar.left + a.clientLeft, inR = inL + a.clientWidth;
+    if (left >= inL - slack && right <= inR + slack) continue;  // a's box shows all of it
+    if (clips(o)) return 'cut off by ' + nnbookLabel(a) + ' (overflow-x: ' + o + ', no scrolling)';
+    const origin = inL - a.scrollLeft;
+    if (left < origin - slack || right > origin + a.scrollWidth + slack)
+      return 'partly out of reach of its scrolling box ' + nnbookLabel(a);
+    left = ar.left; right = ar.right;  // all of it scrolls into a's box; is a's box itself in view?
+    if (left >= c.left - slack && right <= c.right + slack) return null;
+  }
+  return 'wider than the text column and not in a scrolling box (' + Math.round(right - left) + ' px > '
+         + Math.round(c.right - c.left) + ' px, ' + Math.round(Math.max(0, right - c.right)) + ' px past its right edge)';
+}
+const all = [...c.el.querySelectorAll('*')].filter(el => nnbookShown(el));
+const reported = [];
+for (const el of all) {  // (1) out of the column, out of reach
+  if (reported.some(p => p.contains(el))) continue;
+  const why = lost(el);
+  if (why && !hidden(el)) { reported.push(el); problems.push(what(el) + ' ' + why + ': ' + nnbookLabel(el)); }
+}
+for (const el of all) {  // (2) text cut off by a box that clips without scrolling
+  const cs = getComputedStyle(el);
+  if (!(clips(cs.overflowX) && el.scrollWidth > el.clientWidth + slack)) continue;
+  if (reported.some(p => p.contains(el) || el.contains(p)) || hidden(el)) continue;
+  const r = el.getBoundingClientRect(), inL = r.left + el.clientLeft, inR = inL + el.clientWidth;
+  // what overflows may be visually hidden on purpose (MathJax's MathML for screen readers): measure the text
+  const past = textRects(el, true).reduce((m, t) => Math.max(m, t.right - inR, inL - t.left), 0);
+  if (past <= slack) continue;
+  reported.push(el);
+  problems.push(what(el) + ' cut off (' + Math.round(past) + ' px of its text outside a ' + el.clientWidth
+                + ' px box with overflow-x: ' + cs.overflowX + '): ' + nnbookLabel(el));
+}
+for (const [sel, name] of kinds.slice(0, 3)) {  // (3) outputs and code wrap, they do not scroll
   for (const el of c.el.querySelectorAll(sel)) {
-    if (!nnbookShown(el)) continue;
-    const r = el.getBoundingClientRect();
-    if (r.right > c.right + slack || r.width > colW + slack)
-      problems.push(what + ' wider than the text column (' + Math.round(r.width) + ' px > ' + Math.round(colW) + ' px): ' + nnbookLabel(el));
-    else if (needsNoScroll && el.scrollWidth > el.clientWidth + slack)
-      problems.push(what + ' cut off (' + el.scrollWidth + ' px of content in ' + el.clientWidth + ' px): ' + nnbookLabel(el));
+    if (!nnbookShown(el) || reported.some(p => p.contains(el) || el.contains(p))) continue;
+    if (el.scrollWidth > el.clientWidth + slack)
+      problems.push(name + ' does not wrap (' + el.scrollWidth + ' px of content scroll in ' + el.clientWidth
+                    + ' px; the book wraps outputs and code, book/_static/nnbook.css): ' + nnbookLabel(el));
   }
 }
-check('div.cell_output pre, div.output pre', 'text output', true);
-check('div.cell_input pre', 'code cell', true);
-check('div.highlight pre', 'code block', true);
-check('table', 'table', false);
-check('img', 'image', false);
-check('mjx-container[display="true"], div.math', 'display equation', false);
-return problems;
+return problems.length > limit ? problems.slice(0, limit).concat(['... and ' + (problems.length - limit) + ' more'])
+                               : problems;
+"""
+
+JS_TABLE_TEXT = JS_COLUMN + r"""
+// Table text as the reader sees it: no word broken inside ("parameter s", "1,050,88 0"), no cell
+// styled so that it could be, and no number over two lines. A number is what
+// book/_ext/nnbook_sphinx.py's is_number() calls one (NUM_TOKEN, NUM_JOIN are its regexes).
+const c = nnbookColumn(), found = new Map();
+function problem(kind, label) {  // one line per kind of problem: how many cells, the first few
+  if (!found.has(kind)) found.set(kind, []);
+  found.get(kind).push(label);
+}
+const NUM_TOKEN = new RegExp('^(?:' + arguments[0] + ')$', 'u'), NUM_JOIN = new RegExp('^(?:' + arguments[1] + ')$', 'u');
+// a word: letters, digits and _ (and 1,050,880 or 0.910 whole); Chinese and Japanese break between any
+// two characters, so their characters are not words here
+const WC = String.raw`(?:(?![\p{sc=Han}\p{sc=Hiragana}\p{sc=Katakana}\p{sc=Hangul}])[\p{L}\p{N}_])`;
+const WORD = new RegExp(WC + '+(?:[.,\'\u2019]' + WC + '+)*', 'gu');
+function isNumber(text) {
+  const w = text.trim().split(/\s+/).filter(Boolean);
+  return w.some(t => NUM_TOKEN.test(t)) && w.every(t => NUM_TOKEN.test(t) || NUM_JOIN.test(t));
+}
+function lineCount(rects) {
+  const tops = [];
+  for (const r of rects) {
+    if (r.width < 0.5 || r.height < 0.5) continue;
+    if (!tops.some(t => Math.abs(t - r.top) < r.height / 2)) tops.push(r.top);
+  }
+  return tops.length;
+}
+const range = document.createRange();
+for (const cell of c.el.querySelectorAll('th, td')) {
+  if (!nnbookShown(cell)) continue;
+  const kind = cell.tagName === 'TH' ? 'table header' : 'table cell', label = nnbookLabel(cell);
+  const risky = [cell, ...cell.querySelectorAll('*')].map(e => getComputedStyle(e))
+    .find(cs => cs.overflowWrap === 'anywhere' || cs.wordBreak === 'break-all' || cs.wordBreak === 'break-word');
+  if (risky) problem(kind + ' may break words inside (overflow-wrap: ' + risky.overflowWrap + ', word-break: '
+                     + risky.wordBreak + ')', label);
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT, {acceptNode(n) {
+    return n.parentElement.closest('mjx-container, script, style') ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT;
+  }});
+  const rects = [];
+  let broken = null;
+  while (walker.nextNode()) {
+    const n = walker.currentNode;
+    for (const m of n.nodeValue.matchAll(WORD)) {
+      range.setStart(n, m.index);
+      range.setEnd(n, m.index + m[0].length);
+      if (!broken && lineCount(range.getClientRects()) > 1) broken = m[0];
+    }
+    range.selectNodeContents(n);
+    rects.push(...range.getClientRects());
+  }
+  if (broken) problem(kind + ' breaks a word across lines', '"' + broken + '" in ' + label);
+  if (cell.tagName === 'TD' && isNumber(cell.innerText)) {
+    const cs = getComputedStyle(cell), wrapMode = cs.textWrapMode || '';
+    const canWrap = /[\s\u2013\u2014]/.test(cell.innerText.trim());  // "1,050,880" cannot, "0.91 ± 0.01" can
+    if (canWrap && !(wrapMode === 'nowrap' || cs.whiteSpace === 'nowrap' || cs.whiteSpace === 'pre'))
+      problem('number in a table cell may wrap (white-space: ' + cs.whiteSpace + '; td.nnbook-num is nowrap)', label);
+    else if (lineCount(rects) > 1) problem('number wraps over several lines', label);
+  }
+}
+return [...found].map(([kind, labels]) => kind + ': ' + labels.length + ' cell(s), e.g. ' + labels.slice(0, 3).join(', '));
+"""
+
+JS_FONT_WIDTHS = r"""
+// the width of one line in each family, falling back to monospace: a family Chromium cannot find
+// gives monospace's width
+const out = {};
+for (const fam of arguments[0].concat(['monospace'])) {
+  const s = document.createElement('span');
+  s.style.cssText = 'font-size: 40px; white-space: nowrap; position: absolute; left: 0; top: 0';
+  s.style.fontFamily = fam === 'monospace' ? 'monospace' : '"' + fam + '", monospace';
+  s.textContent = 'Hamburgefonstiv parameters 1,050,880';
+  document.body.appendChild(s);
+  out[fam] = s.getBoundingClientRect().width;
+  s.remove();
+}
+return out;
 """
 
 JS_OPEN_DETAILS = "document.querySelectorAll('details').forEach(d => { d.open = true; }); return true;"
@@ -368,6 +544,27 @@ def _wait_loaded(driver, timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
+def layout_problems(driver) -> list[str]:
+    """What the reader cannot get at on the loaded page, and table text broken inside words or numbers."""
+    return (driver.execute_script(JS_OVERFLOW)
+            + driver.execute_script(JS_TABLE_TEXT, nnbook_sphinx.NUM_TOKEN.pattern, nnbook_sphinx.NUM_JOIN.pattern))
+
+
+def font_problems(driver, font_set: str) -> list[str]:
+    """Whether Chromium sees exactly the families of ``font_set`` (a family it lacks measures as monospace)."""
+    driver.get("about:blank")
+    families = dict(fontsets.FAMILIES)
+    widths = driver.execute_script(JS_FONT_WIDTHS, list(families.values()))
+    mono, problems = widths["monospace"], []
+    for folder, fam in families.items():
+        present = abs(widths[fam] - mono) > 1
+        wanted = folder in fontsets.FONT_SETS[font_set]
+        if present != wanted:
+            problems.append(f"{fam} is {'' if present else 'not '}available to Chromium under font set {font_set!r} "
+                            f"({widths[fam]:.1f} px against monospace's {mono:.1f} px)")
+    return problems
+
+
 def check_page(driver, site: Site, rel: str, *, chapter: bool = False, min_font_pt: float = 10) -> list[str]:
     """Load one page and return every problem found on it (an empty list when it is fine)."""
     driver.get_log("browser")  # drop what earlier pages logged
@@ -396,7 +593,7 @@ def check_page(driver, site: Site, rel: str, *, chapter: bool = False, min_font_
     problems += figure_problems(images["figures"], site, min_font_pt)
     problems += dropdown_problems(driver)
     driver.execute_script(JS_OPEN_DETAILS)  # hidden code cells too: nothing may overflow once opened
-    problems += driver.execute_script(JS_OVERFLOW)
+    problems += layout_problems(driver)
     problems += link_problems(facts["links"], driver.current_url, facts["ids"], site)
     problems += console_problems(driver)
     return problems
@@ -435,17 +632,47 @@ def _fresh_build(html: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser_ready():
     reason = _missing_browser()
     if reason:
         _skip_or_fail(reason)
-    driver = make_driver(tmp_path_factory.mktemp("chromium-profile"))
-    yield driver
-    driver.quit()
+    return True
+
+
+def font_set_conf(name: str, folder: Path) -> Path:
+    """The fonts.conf of font set ``name`` in ``folder``; skips when its fonts are missing, except for the
+    set named by NNBOOK_FONT_SET (default ``dejavu``), which must run (it fails under CI=true)."""
+    if REQUIRED_FONT_SET not in fontsets.FONT_SETS:
+        pytest.fail(f"NNBOOK_FONT_SET={REQUIRED_FONT_SET!r} is not a font set; known: {', '.join(fontsets.FONT_SETS)}")
+    reason = fontsets.missing(name)
+    if reason:
+        if name == REQUIRED_FONT_SET:
+            _skip_or_fail(f"{reason}; it is NNBOOK_FONT_SET's (default {fontsets.DEFAULT_SET!r}), so it must run")
+        pytest.skip(f"{reason}; only NNBOOK_FONT_SET={REQUIRED_FONT_SET!r} must run")
+    return fontsets.write_fonts_conf(name, folder)
+
+
+@pytest.fixture(scope="module", params=sorted(fontsets.FONT_SETS))
+def font_set(request, tmp_path_factory, browser_ready) -> tuple[str, Path]:
+    """``(name, fonts.conf)`` of each font set (see the module's docstring)."""
+    return request.param, font_set_conf(request.param, tmp_path_factory.mktemp(f"fontconfig-{request.param}"))
 
 
 @pytest.fixture(scope="module")
-def book_html(tmp_path_factory, browser) -> Path:
+def browser(tmp_path_factory, font_set):
+    name, conf = font_set
+    driver = make_driver(tmp_path_factory.mktemp(f"chromium-profile-{name}"), conf)
+    try:
+        problems = font_problems(driver, name)
+        assert not problems, "Chromium does not use the font set's fontconfig file (FONTCONFIG_FILE):\n  - " + \
+            "\n  - ".join(problems)
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def book_html(tmp_path_factory, browser_ready) -> Path:
     if os.environ.get("NNBOOK_BOOK_HTML"):
         html = Path(os.environ["NNBOOK_BOOK_HTML"]).resolve()
         assert (html / "index.html").is_file(), f"NNBOOK_BOOK_HTML={html} holds no built book"
@@ -513,6 +740,10 @@ GOOD_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>good</tit
 <p>Plain text, a <a href="#top">link to the top</a> and <a href="other.html#here">one to another page</a>.</p>
 <div class="cell_output"><div class="output"><pre>short output</pre></div></div>
 <table><tr><td>1</td><td>2</td></tr></table>
+<div style="overflow-x:auto"><table style="width:900px"><tr><th>a wide table</th><th>in a scrolling box</th></tr>
+<tr><td>is fine</td><td style="white-space:nowrap">1,050,880</td></tr></table></div>
+<table style="width:150px"><tr><th>parameters per layer</th><th>bytes</th></tr>
+<tr><td style="white-space:nowrap">0.910 &plusmn; 0.008</td><td style="white-space:nowrap">20 / 20</td></tr></table>
 <div class="admonition dropdown toggle-hidden"><p class="admonition-title">Solution</p><p>the answer</p></div>
 <img src="dot.png" alt="dot">
 </article>
@@ -529,6 +760,9 @@ BAD_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>bad</title
 <span class="math notranslate nohighlight">\\(x\\)</span>
 <div class="cell_output"><div class="output"><pre>{long}</pre></div></div>
 <table style="width:900px"><tr><td>a table wider than the column</td></tr></table>
+<div style="overflow:hidden"><p style="white-space:nowrap">{long}</p></div>
+<table style="width:120px;table-layout:fixed"><tr><th style="overflow-wrap:anywhere">parameters</th><th>bytes</th></tr>
+<tr><td style="white-space:normal">0.910 &plusmn; 0.008</td><td>2</td></tr></table>
 <div class="admonition dropdown"><p class="admonition-title">Solution</p><p>shown at once</p></div>
 <p># NBVAL_IGNORE_OUTPUT</p>
 <img src="missing.png" alt="missing">
@@ -544,7 +778,7 @@ DOT_PNG = bytes.fromhex(
 
 
 @pytest.fixture(scope="module")
-def handmade_site(tmp_path_factory, browser):
+def handmade_site(tmp_path_factory, browser_ready):
     root = tmp_path_factory.mktemp("handmade")
     (root / "good.html").write_text(GOOD_PAGE, encoding="utf-8")
     (root / "bad.html").write_text(BAD_PAGE.replace("{long}", "x = " + "9" * 300), encoding="utf-8")
@@ -568,8 +802,12 @@ def test_checks_catch_every_defect_of_a_bad_page(browser, handmade_site):
         "raw \\(": 'raw TeX "\\\\("',
         "raw $$": 'raw TeX "$$"',
         "broken image": "image not loaded: missing.png",
-        "overflowing output": "text output cut off",
-        "wide table": "table wider than the text column",
+        "unwrapped output": "text output does not wrap",
+        "wide table": "table wider than the text column and not in a scrolling box",
+        "cut-off text": "cut off by div",
+        "mid-word header": 'table header breaks a word across lines: 1 cell(s), e.g. "parameters"',
+        "header style": "table header may break words inside (overflow-wrap: anywhere",
+        "wrapping number": "number in a table cell may wrap",
         "open dropdown": "open before any click",
         "scaffolding": "scaffolding visible",
         "missing run stamp": "no run stamp",
@@ -579,6 +817,123 @@ def test_checks_catch_every_defect_of_a_bad_page(browser, handmade_site):
     }
     missed = [what for what, needle in expected.items() if needle not in report]
     assert not missed, f"not caught: {missed}\nreport:\n{report}"
+
+
+def _layout_page(body: str) -> str:
+    return ('<!doctype html><html><head><meta charset="utf-8"><title>layout</title><link rel="icon" href="data:,">'
+            "<style>body{margin:0} article.bd-article{width:600px;padding:0 20px} td,th{padding:2px 6px}</style></head>"
+            f'<body><article class="bd-article">{body}</article></body></html>')
+
+
+WIDE_TABLE = ('<table><tr><th>model</th><th>' + "</th><th>".join(f"column {i}" for i in range(12)) + "</th></tr>"
+              '<tr><td>GRU</td><td style="white-space:nowrap">' + "</td><td>".join(["1,050,880"] * 12) + "</td></tr></table>")
+NARROW = '<table style="width:130px;table-layout:fixed">'
+# (page body, what the layout checks must report: None when nothing)
+LAYOUT_CASES = {
+    "wide-table-no-scroll": (WIDE_TABLE, "table wider than the text column and not in a scrolling box"),
+    "wide-table-in-scroll-box": (f'<div style="overflow-x:auto">{WIDE_TABLE}</div>', None),
+    "wide-table-is-scroll-box": (WIDE_TABLE.replace("<table>", '<table style="display:block;overflow-x:auto">'), None),
+    "scroll-box-wider-than-column": (f'<div style="overflow-x:auto;width:900px">{WIDE_TABLE}</div>',
+                                     "wider than the text column and not in a scrolling box"),
+    "table-in-hidden-box": (f'<div style="overflow:hidden">{WIDE_TABLE}</div>', "cut off by div"),
+    "text-cut-off": ('<p style="overflow:hidden;white-space:nowrap">' + "a long line " * 80 + "</p>", "content cut off"),
+    "image-past-column": ('<img src="dot.png" style="width:800px;height:4px">', "image wider than the text column"),
+    "header-breaks-mid-word": (NARROW + '<tr><th style="overflow-wrap:break-word">parameters</th><th>b</th></tr></table>',
+                               'table header breaks a word across lines: 1 cell(s), e.g. "parameters"'),
+    "header-may-break-anywhere": ('<table><tr><th style="word-break:break-all">p</th></tr></table>',
+                                  "table header may break words inside (overflow-wrap: normal, word-break: break-all)"),
+    "header-wraps-at-spaces": (NARROW + "<tr><th>parameters per layer</th><th>b</th></tr></table>", None),
+    "number-breaks-mid-number": (NARROW + '<tr><td style="overflow-wrap:break-word">1,050,880,123</td>'
+                                 "<td>b</td></tr></table>", 'table cell breaks a word across lines: 1 cell(s), e.g. "1,050,880,123"'),
+    "number-may-wrap": (NARROW + "<tr><td>0.910 &plusmn; 0.008</td><td>b</td></tr></table>",
+                        "number in a table cell may wrap (white-space: normal"),
+    "number-wraps": (NARROW + '<tr><td style="white-space:nowrap">0.910<br>&plusmn; 0.008</td><td>b</td></tr></table>',
+                     "number wraps over several lines"),
+    "number-on-one-line": (NARROW + '<tr><td class="nnbook-num" style="white-space:nowrap">0.910 &plusmn; 0.008</td>'
+                           "<td>GRU float32 of the stream</td></tr></table>", None),
+}
+
+
+@pytest.mark.parametrize("case", list(LAYOUT_CASES))
+def test_checks_layout(browser, handmade_site, case):
+    """A table or text the reader cannot get at fails; the same thing in a scrolling box passes."""
+    body, needle = LAYOUT_CASES[case]
+    (handmade_site.root / f"layout-{case}.html").write_text(_layout_page(body), encoding="utf-8")
+    browser.get(handmade_site.base + f"layout-{case}.html")
+    _wait_loaded(browser)
+    problems = layout_problems(browser)
+    if needle is None:
+        assert problems == [], problems
+    else:
+        assert any(needle in p for p in problems), f"{needle!r} not reported; got {problems}"
+
+
+def test_book_css_keeps_every_table_readable(browser, handmade_site):
+    """With book/_static/nnbook.css, a wide table of each kind scrolls in a box, its numbers and words whole."""
+    shutil.copy(ROOT / "book" / "_static" / "nnbook.css", handmade_site.root / "nnbook.css")
+    head = ("<tr><th>model</th>" + "".join(f"<th>parameters of layer {i}</th>" for i in range(10)) + "</tr>")
+    row = ('<tr><td>GRU float32 on the stream</td>' + '<td class="nnbook-num">0.910 &plusmn; 0.008</td>' * 5
+           + '<td class="text-right nnbook-num"><p>1,050,880</p></td>' * 5 + "</tr>")
+    table = f"{head}{row}</table>"
+    body = (f'<div class="pst-scrollable-table-container"><table class="table">{table}</div>'  # a Markdown table
+            f'<div class="cell_output"><div class="output text_html"><table class="nnbook-table">{table}</div></div>'
+            f"<table>{table}")  # raw HTML in a page: the table itself scrolls
+    page = _layout_page(body).replace("</title>", '</title><link rel="stylesheet" href="nnbook.css">')
+    page = page.replace("td,th{padding:2px 6px}", "td,th{padding:2px 6px;font-family:'DejaVu Sans',sans-serif}"
+                        ".pst-scrollable-table-container{overflow-x:auto}")  # the theme's rule
+    (handmade_site.root / "book-css.html").write_text(page, encoding="utf-8")
+    browser.get(handmade_site.base + "book-css.html")
+    _wait_loaded(browser)
+    assert layout_problems(browser) == []
+    widths = browser.execute_script("return [...document.querySelectorAll('table')].map(t => t.scrollWidth)")
+    assert min(widths) > 640, f"the tables should be wider than the 600 px column to test anything: {widths}"
+
+
+def test_numeric_cells_are_marked():
+    """The Sphinx extension marks number cells td.nnbook-num (and nothing else), as the CSS expects."""
+    assert all(map(nnbook_sphinx.is_number, ["410", "1,050,880", "0.910 ± 0.008", "20 / 20", "851.3 x", "≥ 100 x",
+                                             "0.1033 – 0.126", "-30", "−0.5", "12.5%", "98.0 %", "3.2e-05"]))
+    assert not any(map(nnbook_sphinx.is_number, ["", "—", "MLP", "GRU float32", "12 KB", "p50 ≤ 1 ms", "x", "± 0.1 dB"]))
+    html = ('<td class="data row0 col1" >15,210</td><td><p>MLP</p></td><td class="text-right"><p>0.910 &#177; 0.008</p>'
+            '</td><td>4</td><td class="nnbook-num">5</td>')
+    assert nnbook_sphinx.mark_numeric_cells(html) == (
+        '<td class="data row0 col1 nnbook-num" >15,210</td><td><p>MLP</p></td><td class="text-right nnbook-num"><p>0.910 '
+        '&#177; 0.008</p></td><td class="nnbook-num">4</td><td class="nnbook-num">5</td>')
+
+
+def test_font_set_is_in_effect(browser, font_set):
+    """Chromium sees the set's families and no other (FONTCONFIG_FILE reaches it through chromedriver)."""
+    assert font_problems(browser, font_set[0]) == []
+
+
+def test_font_sets_skip_or_fail(monkeypatch, tmp_path):
+    """A set without its fonts skips; NNBOOK_FONT_SET's set fails instead under CI; an installed one gets its file."""
+    monkeypatch.setattr(fontsets, "missing", lambda name: f"font set {name!r} needs fonts-x" if name == "wide" else None)
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRED_FONT_SET", "dejavu")
+    with pytest.raises(pytest.skip.Exception, match="only NNBOOK_FONT_SET='dejavu' must run"):
+        font_set_conf("wide", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRED_FONT_SET", "wide")
+    with pytest.raises(pytest.fail.Exception, match="needs fonts-x; it is NNBOOK_FONT_SET's"):
+        font_set_conf("wide", tmp_path)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="so it must run"):
+        font_set_conf("wide", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRED_FONT_SET", "nope")
+    with pytest.raises(pytest.fail.Exception, match="not a font set"):
+        font_set_conf("dejavu", tmp_path)
+
+
+def test_fonts_conf_lists_only_the_set(tmp_path):
+    """The fontconfig file of a set names its font folders and no others (nor the per-user/local rules)."""
+    text = fontsets.fonts_conf("dejavu", tmp_path / "cache")
+    dirs = re.findall(r"<dir>([^<]+)</dir>", text)
+    assert all(Path(d).name == "dejavu" for d in dirs), dirs
+    assert f"<cachedir>{tmp_path / 'cache'}</cachedir>" in text
+    assert "50-user.conf" not in text and "51-local.conf" not in text
+    assert fontsets.packages("wide") == ["fonts-dejavu-core", "fonts-liberation", "fonts-noto-core"]
+    with pytest.raises(ValueError, match="unknown font set"):
+        fontsets.missing("comic")
 
 
 def test_figure_legibility_arithmetic(tmp_path):
