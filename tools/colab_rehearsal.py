@@ -18,7 +18,8 @@ What it does, in order (each step prints what it found; the log ends with one ve
 3. **nnbook, exactly as a chapter's setup cell installs it**: a clone of this repository (its committed
    ``HEAD``) is the stand-in for the published repository; the tag ``v<version>`` is created in that clone when
    it is missing (the real tag is made when the release is published). Every chapter is stamped in memory with
-   the setup cell of ``tools/stamp_setup.py`` for the clone's ``file://`` address, so the first chapter's setup
+   the setup cell of ``tools/stamp_setup.py`` for the clone's ``file://`` address (the notebooks are the clone's,
+   so uncommitted edits are not rehearsed), so the first chapter's setup
    cell runs the same ``pip install 'nnbook[book] @ git+<address>@v<version>'`` a Colab reader's does.
 4. **Nothing of the baseline moved**: after that install, every baseline package still has its pinned version,
    except those the file lists as ``# may change: NAME``; the packages the book added are listed.
@@ -259,7 +260,7 @@ def rehearse(args) -> int:
     (book / "chapters").mkdir(parents=True)
     paths = []
     for stem in stems:
-        src = ROOT / "chapters" / f"{Path(stem).stem}.ipynb"
+        src = clone / "chapters" / f"{Path(stem).stem}.ipynb"  # the committed chapter, as published
         if not src.is_file():
             log(f"FAILED: no chapter {src.name}")
             return 1
